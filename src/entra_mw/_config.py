@@ -1,0 +1,636 @@
+"""Configuration values: :class:`EntraConfig` and :class:`DownstreamApi`.
+
+Both are frozen, keyword-only dataclasses that validate themselves. ``EntraConfig.from_env`` reads the official
+sidecar's environment variables (spec §2), so a sidecar ConfigMap works unchanged; ``from_mapping`` reads a nested
+dict (Django settings, Flask config) using the same names as the constructor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+from .credentials import (
+    CREDENTIAL_TYPES,
+    TOKEN_EXCHANGE_AUDIENCE,
+    AssertionCallback,
+    CertificateCredential,
+    ClientSecret,
+    Credential,
+    ManagedIdentityAssertion,
+    SignedAssertionFile,
+)
+from .errors import ConfigurationError
+
+__all__ = ["DownstreamApi", "EntraConfig"]
+
+META_TENANTS: Final = frozenset({"common", "organizations", "consumers"})
+_DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})+$")
+_HTTP_METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+def _is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return len(value) == 36
+
+
+def _frozen_map(value: Mapping[str, Any] | None, key: str) -> Mapping[str, Any]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{key} must be a mapping", key=key)
+    return MappingProxyType(dict(value))
+
+
+def _str_tuple(value: Any, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v for v in value.split() if v)
+    if not isinstance(value, Iterable):
+        raise ConfigurationError(f"{key} must be a sequence of strings", key=key)
+    out = tuple(value)
+    for item in out:
+        if not isinstance(item, str) or not item:
+            raise ConfigurationError(f"{key} must contain non-empty strings, got {item!r}", key=key)
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamApi:
+    """One named downstream API (the sidecar's ``DownstreamApis:{name}`` section, spec §2.3).
+
+    ::
+
+        DownstreamApi(base_url="https://graph.microsoft.com/v1.0/", scopes=("User.Read",))
+        DownstreamApi(base_url="https://api.contoso.com/", scopes=("api://weather/.default",), request_app_token=True)
+
+    ``scopes``: what to ask Entra for (app tokens use the first, which must end in ``/.default``).
+    ``request_app_token``: app-only (client credentials) instead of On-Behalf-Of the caller.
+    ``relative_path``/``http_method``: defaults for :meth:`Downstream.call`.
+    ``extra_headers``/``extra_query``: added to every call (reserved headers such as ``Authorization`` refused).
+    ``tenant``: a tenant override for token requests. ``max_response_bytes``: responses larger than this fail.
+    """
+
+    base_url: str
+    scopes: tuple[str, ...] = ()
+    request_app_token: bool = False
+    relative_path: str = ""
+    http_method: str = "GET"
+    extra_headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    extra_query: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    accept_header: str = "application/json"
+    content_type: str = "application/json"
+    tenant: str | None = None
+    max_response_bytes: int = 10 * 1024 * 1024
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base_url, str) or not self.base_url:
+            raise ConfigurationError("DownstreamApi.base_url is required", key="BaseUrl")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigurationError(
+                f"DownstreamApi.base_url must be an absolute http(s) URL, got {self.base_url!r}", key="BaseUrl"
+            )
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ConfigurationError(
+                "DownstreamApi.base_url must not carry a query, fragment or credentials", key="BaseUrl"
+            )
+        object.__setattr__(self, "scopes", _str_tuple(self.scopes, "Scopes"))
+        method = str(self.http_method or "GET").upper()
+        if method not in _HTTP_METHODS:
+            raise ConfigurationError(f"DownstreamApi.http_method {self.http_method!r} is not supported", key="HttpMethod")
+        object.__setattr__(self, "http_method", method)
+        object.__setattr__(self, "extra_headers", _frozen_map(self.extra_headers, "ExtraHeaderParameters"))
+        object.__setattr__(self, "extra_query", _frozen_map(self.extra_query, "ExtraQueryParameters"))
+        if self.max_response_bytes <= 0:
+            raise ConfigurationError("max_response_bytes must be positive", key="max_response_bytes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntraConfig:
+    """Everything one app needs to validate Entra tokens and get tokens for downstream APIs.
+
+    ::
+
+        config = EntraConfig(
+            tenant_id="72f988bf-86f1-41af-91ab-2d7cd011db47",
+            client_id="11111111-2222-3333-4444-555555555555",
+            audiences=("api://weather",),
+            credentials=[ClientSecret(os.environ["CLIENT_SECRET"])],
+            downstream_apis={"graph": DownstreamApi(base_url="https://graph.microsoft.com/v1.0/",
+                                                     scopes=("User.Read",))},
+        )
+
+    Identity: ``tenant_id`` (a GUID, a domain, ``common`` or ``organizations``), ``client_id`` (this app, the agent
+    blueprint), ``instance`` (the cloud's login host).
+
+    Validation: ``audiences`` (accepted in addition to ``client_id`` for v2 tokens and ``api://{client_id}`` for
+    v1 tokens), ``valid_issuers`` (extra issuer templates, ``{tenantid}`` substituted), ``allowed_tenants``
+    (multi-tenant allow-list; ``None`` with ``common``/``organizations`` accepts **any** tenant), ``clock_skew``,
+    ``algorithms`` (RS256 only by default), ``allow_acl_authorization`` (accept tokens with neither ``scp`` nor
+    ``roles``; off by default, IDW10201), ``extra_query_parameters`` (added to the metadata address, e.g.
+    ``{"appid": client_id}`` for app-specific signing keys), ``max_token_bytes``, JWKS refresh timings and the
+    validated-token cache size and lifetime cap.
+
+    Acquisition: ``credentials`` (tried in order), ``send_x5c``, ``downstream_apis``, the token cache (L1 size,
+    optional Redis ``redis_url``, key prefix and encryption key), ``token_refresh_margin`` and retry limits.
+    """
+
+    tenant_id: str
+    client_id: str
+    instance: str = "https://login.microsoftonline.com/"
+    audiences: tuple[str, ...] = ()
+    valid_issuers: tuple[str, ...] = ()
+    allowed_tenants: tuple[str, ...] | None = None
+    clock_skew: int = 300
+    algorithms: tuple[str, ...] = ("RS256",)
+    allow_acl_authorization: bool = False
+    extra_query_parameters: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    max_token_bytes: int = 16 * 1024
+    jwks_refresh_interval: float = 12 * 3600.0
+    jwks_refresh_cooldown: float = 300.0
+    jwks_unknown_kid_cache_size: int = 1024
+    validated_token_cache_size: int = 10_000
+    validated_token_cache_ttl: float = 300.0
+    # Acquisition
+    credentials: tuple[Credential, ...] = ()
+    send_x5c: bool = False
+    downstream_apis: Mapping[str, DownstreamApi] = field(default_factory=lambda: MappingProxyType({}))
+    token_cache_size: int = 100_000
+    token_refresh_margin: float = 300.0
+    token_request_retries: int = 2
+    token_request_max_wait: float = 30.0
+    redis_url: str | None = field(default=None, repr=False)
+    redis_key_prefix: str = "entra_mw:"
+    cache_encryption_key: str | None = field(default=None, repr=False)
+    acquisition_workers: int = 16
+    http_timeout: float = 10.0
+    #: Values of the sidecar's ``Sidecar:*`` section and other keys kept for the sidecar service (read-only).
+    sidecar_options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: ``AzureAd:Scopes``: the scope ``/Validate`` requires (sidecar compatibility).
+    validate_scopes: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tenant_id", "client_id", "instance"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigurationError(f"{name} is required", key=name)
+        tenant = self.tenant_id.strip()
+        if tenant.lower() in META_TENANTS:
+            tenant = tenant.lower()
+        elif not (_is_guid(tenant) or _DOMAIN.match(tenant)):
+            raise ConfigurationError(
+                f"tenant_id must be a GUID, a domain, 'common' or 'organizations'; got {self.tenant_id!r}",
+                key="tenant_id",
+            )
+        if tenant == "consumers":
+            raise ConfigurationError("tenant_id 'consumers' (personal accounts only) is not supported", key="tenant_id")
+        object.__setattr__(self, "tenant_id", tenant)
+        instance = self.instance.strip()
+        parts = urlsplit(instance)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigurationError(f"instance must be an https:// URL, got {self.instance!r}", key="instance")
+        if not instance.endswith("/"):
+            instance += "/"
+        object.__setattr__(self, "instance", instance)
+        object.__setattr__(self, "audiences", _str_tuple(self.audiences, "audiences"))
+        object.__setattr__(self, "valid_issuers", _str_tuple(self.valid_issuers, "valid_issuers"))
+        if self.allowed_tenants is not None:
+            allowed = _str_tuple(self.allowed_tenants, "allowed_tenants")
+            object.__setattr__(self, "allowed_tenants", tuple(t.lower() for t in allowed))
+        object.__setattr__(self, "algorithms", _str_tuple(self.algorithms, "algorithms"))
+        bad_alg = [a for a in self.algorithms if a not in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")]
+        if bad_alg or not self.algorithms:
+            raise ConfigurationError(
+                f"algorithms must be a non-empty subset of RS256/RS384/RS512/PS256/PS384/PS512, got {bad_alg}",
+                key="algorithms",
+            )
+        if not isinstance(self.clock_skew, int | float) or self.clock_skew < 0 or self.clock_skew > 3600:
+            raise ConfigurationError("clock_skew must be between 0 and 3600 seconds", key="clock_skew")
+        object.__setattr__(
+            self, "extra_query_parameters", _frozen_map(self.extra_query_parameters, "extra_query_parameters")
+        )
+        creds = self.credentials
+        if isinstance(creds, CREDENTIAL_TYPES):
+            creds = (creds,)  # type: ignore[assignment]
+        creds = tuple(creds)
+        for cred in creds:
+            if not isinstance(cred, CREDENTIAL_TYPES):
+                raise ConfigurationError(f"credentials must be credential objects, got {type(cred).__name__}",
+                                         key="credentials")
+        object.__setattr__(self, "credentials", creds)
+        apis = _frozen_map(self.downstream_apis, "downstream_apis")
+        for name, api in apis.items():
+            if not isinstance(api, DownstreamApi):
+                raise ConfigurationError(f"downstream_apis[{name!r}] must be a DownstreamApi", key="downstream_apis")
+        object.__setattr__(self, "downstream_apis", apis)
+        object.__setattr__(self, "sidecar_options", _frozen_map(self.sidecar_options, "sidecar_options"))
+        for name in ("max_token_bytes", "validated_token_cache_size", "token_cache_size", "acquisition_workers"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be positive", key=name)
+
+    # -- derived values --------------------------------------------------------------------------------
+
+    @property
+    def is_multi_tenant(self) -> bool:
+        """True for ``common`` and ``organizations``: issuers are checked per token's ``tid``."""
+        return self.tenant_id in META_TENANTS
+
+    @property
+    def authority(self) -> str:
+        """``{instance}{tenant_id}``, e.g. ``https://login.microsoftonline.com/contoso.onmicrosoft.com``."""
+        return f"{self.instance}{self.tenant_id}"
+
+    def metadata_url(self, version: str = "2.0") -> str:
+        """The OpenID configuration address (v2 by default; ``"1.0"`` for the v1 issuer document)."""
+        base = f"{self.authority}/v2.0" if version == "2.0" else self.authority
+        url = f"{base}/.well-known/openid-configuration"
+        if self.extra_query_parameters:
+            url += "?" + "&".join(
+                f"{quote(str(k), safe='')}={quote(str(v), safe='')}" for k, v in self.extra_query_parameters.items()
+            )
+        return url
+
+    @property
+    def token_exchange_scope(self) -> str:
+        return TOKEN_EXCHANGE_AUDIENCE + "/.default"
+
+    # -- named constructors ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> EntraConfig:
+        """Build from a dict using the constructor's names (Django's ``ENTRA_MW``, Flask's config).
+
+        Upper-case names are accepted too (``TENANT_ID``). ``downstream_apis`` may map names to dicts;
+        ``credentials`` may hold dicts such as ``{"client_secret": "..."}`` or ``{"certificate_path": "..."}``.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ConfigurationError("configuration must be a mapping", key="ENTRA_MW")
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in mapping.items():
+            key = str(raw_key).lower()
+            if key not in known:
+                raise ConfigurationError(f"unknown configuration key {raw_key!r}", key=str(raw_key))
+            kwargs[key] = value
+        if "downstream_apis" in kwargs:
+            apis: dict[str, DownstreamApi] = {}
+            raw_apis = kwargs["downstream_apis"]
+            if not isinstance(raw_apis, Mapping):
+                raise ConfigurationError("downstream_apis must be a mapping", key="downstream_apis")
+            for name, spec in raw_apis.items():
+                if isinstance(spec, DownstreamApi):
+                    apis[name] = spec
+                elif isinstance(spec, Mapping):
+                    try:
+                        apis[name] = DownstreamApi(**{str(k).lower(): v for k, v in spec.items()})
+                    except TypeError as exc:
+                        raise ConfigurationError(f"downstream_apis[{name!r}]: {exc}", key=f"downstream_apis.{name}") from None
+                else:
+                    raise ConfigurationError(f"downstream_apis[{name!r}] must be a mapping", key="downstream_apis")
+            kwargs["downstream_apis"] = apis
+        if "credentials" in kwargs:
+            raw_creds = kwargs["credentials"]
+            if isinstance(raw_creds, Mapping) or isinstance(raw_creds, CREDENTIAL_TYPES):
+                raw_creds = [raw_creds]
+            kwargs["credentials"] = tuple(_credential_from_mapping(c, i) for i, c in enumerate(raw_creds))
+        for key in ("audiences", "valid_issuers", "allowed_tenants", "algorithms"):
+            if key in kwargs and isinstance(kwargs[key], list):
+                kwargs[key] = tuple(kwargs[key])
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EntraConfig:
+        """Read the official sidecar's variables, so a sidecar ConfigMap works unchanged (spec §2).
+
+        ``AzureAd__Instance``, ``AzureAd__TenantId``, ``AzureAd__ClientId`` (or ``AzureAd__Authority``),
+        ``AzureAd__Audience``, ``AzureAd__TokenValidationParameters__ValidAudiences__N``/``ValidIssuers__N``/
+        ``ClockSkew``, ``AzureAd__ExtraQueryParameters__{k}``, ``AzureAd__SendX5C``, ``AzureAd__Scopes``,
+        ``AzureAd__AllowWebApiToBeAuthorizedByACL``, ``AzureAd__ClientCredentials__N__*``,
+        ``DownstreamApis__{name}__*``, ``TokenCache__RedisConnection``, ``Sidecar__*`` and
+        ``AZURE_FEDERATED_TOKEN_FILE``. Names are matched case-insensitively and ``:`` works as ``__``, as in
+        ASP.NET configuration. ``ENTRA_MW_REDIS_URL`` and ``ENTRA_MW_CACHE_ENCRYPTION_KEY`` set the token cache.
+        """
+        env = dict(os.environ if environ is None else environ)
+        tree = _EnvTree(env)
+        ad = tree.section("AzureAd")
+        kwargs: dict[str, Any] = {}
+        authority = ad.get("Authority")
+        instance = ad.get("Instance")
+        tenant = ad.get("TenantId")
+        if authority:
+            if instance or tenant:
+                raise ConfigurationError(
+                    "set either AzureAd__Authority or AzureAd__Instance + AzureAd__TenantId, not both",
+                    key="AzureAd__Authority",
+                )
+            parts = urlsplit(authority)
+            segments = [s for s in parts.path.split("/") if s]
+            if parts.scheme != "https" or not parts.hostname or not segments:
+                raise ConfigurationError(f"AzureAd__Authority is not a valid authority: {authority!r}",
+                                         key="AzureAd__Authority")
+            instance = f"{parts.scheme}://{parts.netloc}/"
+            tenant = segments[0]
+            if parts.query:
+                extra = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+                kwargs["extra_query_parameters"] = extra
+        if not tenant:
+            raise ConfigurationError("AzureAd__TenantId is required", key="AzureAd__TenantId")
+        client_id = ad.get("ClientId")
+        if not client_id:
+            raise ConfigurationError("AzureAd__ClientId is required", key="AzureAd__ClientId")
+        kwargs["tenant_id"] = tenant
+        kwargs["client_id"] = client_id
+        if instance:
+            kwargs["instance"] = instance
+        audiences: list[str] = []
+        if ad.get("Audience"):
+            audiences.append(ad.get("Audience") or "")
+        tvp = ad.section("TokenValidationParameters")
+        audiences.extend(tvp.list("ValidAudiences"))
+        audiences.extend(ad.list("Audiences"))
+        if audiences:
+            kwargs["audiences"] = tuple(dict.fromkeys(audiences))
+        issuers = tvp.list("ValidIssuers")
+        if tvp.get("ValidIssuer"):
+            issuers.insert(0, tvp.get("ValidIssuer") or "")
+        if issuers:
+            kwargs["valid_issuers"] = tuple(issuers)
+        if tvp.get("ClockSkew"):
+            kwargs["clock_skew"] = _parse_timespan(tvp.get("ClockSkew") or "", "AzureAd__TokenValidationParameters__ClockSkew")
+        extra_q = ad.section("ExtraQueryParameters").flat()
+        if extra_q:
+            kwargs["extra_query_parameters"] = {**kwargs.get("extra_query_parameters", {}), **extra_q}
+        if ad.get("SendX5C"):
+            kwargs["send_x5c"] = _parse_bool(ad.get("SendX5C") or "", "AzureAd__SendX5C")
+        if ad.get("AllowWebApiToBeAuthorizedByACL"):
+            kwargs["allow_acl_authorization"] = _parse_bool(
+                ad.get("AllowWebApiToBeAuthorizedByACL") or "", "AzureAd__AllowWebApiToBeAuthorizedByACL"
+            )
+        if ad.get("Scopes"):
+            kwargs["validate_scopes"] = ad.get("Scopes")
+        allowed = ad.list("AllowedTenants")
+        if allowed:
+            kwargs["allowed_tenants"] = tuple(allowed)
+        creds: list[Credential] = []
+        cred_section = ad.section("ClientCredentials")
+        for index in cred_section.indices():
+            cred = _credential_from_env(cred_section.section(index), f"AzureAd__ClientCredentials__{index}", env)
+            if cred is not None:
+                creds.append(cred)
+        if ad.get("ClientSecret") and not creds:
+            creds.append(ClientSecret(ad.get("ClientSecret") or ""))
+        kwargs["credentials"] = tuple(creds)
+        apis: dict[str, DownstreamApi] = {}
+        apis_section = tree.section("DownstreamApis")
+        for name in apis_section.children():
+            apis[name] = _downstream_from_env(apis_section.section(name), f"DownstreamApis__{name}")
+        kwargs["downstream_apis"] = apis
+        cache = tree.section("TokenCache")
+        redis_conn = env.get("ENTRA_MW_REDIS_URL") or cache.get("RedisConnection")
+        if redis_conn:
+            kwargs["redis_url"] = _redis_url(redis_conn)
+        if env.get("ENTRA_MW_CACHE_ENCRYPTION_KEY"):
+            kwargs["cache_encryption_key"] = env["ENTRA_MW_CACHE_ENCRYPTION_KEY"]
+        kwargs["sidecar_options"] = tree.section("Sidecar").flat(deep=True)
+        return cls(**kwargs)
+
+
+# -- environment helpers ---------------------------------------------------------------------------------
+
+
+class _EnvTree:
+    """A case-insensitive view of ``A__B__C`` (or ``A:B:C``) variables as nested sections."""
+
+    def __init__(self, env: Mapping[str, str], prefix: tuple[str, ...] = ()) -> None:
+        self._env = env
+        self._prefix = prefix
+        self._items: list[tuple[tuple[str, ...], str]] = []
+        if not prefix:
+            for k, v in env.items():
+                path = tuple(p for p in re.split(r"__|:", k))
+                self._items.append((path, v))
+        else:
+            self._items = []
+
+    @classmethod
+    def _child(cls, parent: _EnvTree, name: str) -> _EnvTree:
+        child = cls.__new__(cls)
+        child._env = parent._env
+        child._prefix = (*parent._prefix, name)
+        low = name.lower()
+        child._items = [(p[1:], v) for p, v in parent._items if len(p) > 1 and p[0].lower() == low]
+        return child
+
+    def section(self, name: str) -> _EnvTree:
+        return _EnvTree._child(self, name)
+
+    def get(self, name: str) -> str | None:
+        low = name.lower()
+        value = None
+        for path, v in self._items:
+            if len(path) == 1 and path[0].lower() == low:
+                value = v
+        return value.strip() if isinstance(value, str) else value
+
+    def children(self) -> list[str]:
+        seen: dict[str, str] = {}
+        for path, _ in self._items:
+            if len(path) > 1:
+                seen.setdefault(path[0].lower(), path[0])
+        return list(seen.values())
+
+    def indices(self) -> list[str]:
+        found = [c for c in self.children() if c.isdigit()]
+        return sorted(found, key=int)
+
+    def list(self, name: str) -> list[str]:
+        """``Name__0``, ``Name__1`` ... in index order, or a single space-separated ``Name``."""
+        single = self.get(name)
+        sub = self.section(name)
+        values = [(int(p[0]), v) for p, v in sub._items if len(p) == 1 and p[0].isdigit()]
+        out = [v.strip() for _, v in sorted(values) if v.strip()]
+        if not out and single:
+            out = [s for s in single.split() if s]
+        return out
+
+    def flat(self, *, deep: bool = False) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for path, v in self._items:
+            if len(path) == 1 or deep:
+                out[":".join(path)] = v
+        return out
+
+
+def _parse_bool(value: str, key: str) -> bool:
+    low = value.strip().lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise ConfigurationError(f"{key} must be true or false, got {value!r}", key=key)
+
+
+def _parse_timespan(value: str, key: str) -> int:
+    """A .NET TimeSpan (``00:05:00``) or a number of seconds."""
+    text = value.strip()
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            while len(parts) < 3:
+                parts.insert(0, 0.0)
+            hours, minutes, seconds = parts[-3:]
+            return int(hours * 3600 + minutes * 60 + seconds)
+        return int(float(text))
+    except ValueError:
+        raise ConfigurationError(f"{key} must be a TimeSpan such as 00:05:00, got {value!r}", key=key) from None
+
+
+def _redis_url(conn: str) -> str:
+    """Accept a ``redis://`` URL or a StackExchange.Redis string (``host:6379,password=x,ssl=true``)."""
+    text = conn.strip()
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        return text
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ConfigurationError("TokenCache__RedisConnection is empty", key="TokenCache__RedisConnection")
+    host = parts[0]
+    opts = {k.lower(): v for k, _, v in (p.partition("=") for p in parts[1:])}
+    scheme = "rediss" if opts.get("ssl", "").lower() == "true" else "redis"
+    auth = f":{quote(opts['password'], safe='')}@" if opts.get("password") else ""
+    if ":" not in host:
+        host += ":6379"
+    return f"{scheme}://{auth}{host}/0"
+
+
+_UNSUPPORTED_SOURCES: Final = {
+    "keyvault": "certificates from Key Vault are not built in: download the certificate and use SourceType=Path "
+    "or Base64Encoded, or pass an AssertionCallback",
+    "storewiththumbprint": "Windows certificate stores are not available: use SourceType=Path or Base64Encoded",
+    "storewithdistinguishedname": "Windows certificate stores are not available: use SourceType=Path or Base64Encoded",
+    "storewithsubjectname": "Windows certificate stores are not available: use SourceType=Path or Base64Encoded",
+    "signedassertionfromvault": "vault-signed assertions are not built in: pass an AssertionCallback",
+    "customsignedassertion": "custom assertion providers are configured in code: pass an AssertionCallback",
+    "managedcertificate": "managed certificates are not available: use SourceType=Path or Base64Encoded",
+    "autodecryptkeys": "AutoDecryptKeys is a token-decryption credential; encrypted tokens are not supported",
+}
+_SOURCE_NUMBERS: Final = {
+    "0": "certificate", "1": "keyvault", "2": "base64encoded", "3": "path", "4": "storewiththumbprint",
+    "5": "storewithdistinguishedname", "6": "clientsecret", "7": "signedassertionfrommanagedidentity",
+    "8": "signedassertionfilepath", "9": "signedassertionfromvault", "10": "autodecryptkeys",
+    "11": "customsignedassertion", "12": "managedcertificate", "13": "storewithsubjectname",
+}
+
+
+def _credential_from_env(section: _EnvTree, key: str, env: Mapping[str, str]) -> Credential | None:
+    if section.get("Skip") and _parse_bool(section.get("Skip") or "", f"{key}__Skip"):
+        return None
+    source_raw = section.get("SourceType")
+    if not source_raw:
+        raise ConfigurationError(f"{key}__SourceType is required", key=f"{key}__SourceType")
+    source = _SOURCE_NUMBERS.get(source_raw, source_raw.lower())
+    if source in _UNSUPPORTED_SOURCES:
+        raise ConfigurationError(f"{key}__SourceType={source_raw}: {_UNSUPPORTED_SOURCES[source]}",
+                                 key=f"{key}__SourceType")
+    if source == "clientsecret":
+        secret = section.get("ClientSecret")
+        if not secret:
+            raise ConfigurationError(f"{key}__ClientSecret is required for SourceType=ClientSecret",
+                                     key=f"{key}__ClientSecret")
+        return ClientSecret(secret)
+    if source in ("path", "certificate"):
+        path = section.get("CertificateDiskPath")
+        if not path:
+            raise ConfigurationError(f"{key}__CertificateDiskPath is required for SourceType=Path",
+                                     key=f"{key}__CertificateDiskPath")
+        return CertificateCredential(path=path, password=section.get("CertificatePassword") or None)
+    if source == "base64encoded":
+        value = section.get("Base64EncodedValue")
+        if not value:
+            raise ConfigurationError(f"{key}__Base64EncodedValue is required for SourceType=Base64Encoded",
+                                     key=f"{key}__Base64EncodedValue")
+        return CertificateCredential(base64=value, password=section.get("CertificatePassword") or None)
+    if source == "signedassertionfilepath":
+        path = section.get("SignedAssertionFileDiskPath") or section.get("SignedAssertionFilePath")
+        return SignedAssertionFile(path=path or None)
+    if source == "signedassertionfrommanagedidentity":
+        audience = section.get("TokenExchangeUrl") or TOKEN_EXCHANGE_AUDIENCE
+        return ManagedIdentityAssertion(client_id=section.get("ManagedIdentityClientId") or None, audience=audience)
+    raise ConfigurationError(f"{key}__SourceType={source_raw!r} is not a known credential source",
+                             key=f"{key}__SourceType")
+
+
+def _credential_from_mapping(value: Any, index: int) -> Credential:
+    if isinstance(value, CREDENTIAL_TYPES):
+        return value  # type: ignore[no-any-return]
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"credentials[{index}] must be a credential or a mapping", key="credentials")
+    spec = {str(k).lower(): v for k, v in value.items()}
+    if "client_secret" in spec:
+        return ClientSecret(spec["client_secret"])
+    if {"certificate_path", "certificate_pem", "certificate_base64"} & spec.keys():
+        return CertificateCredential(
+            path=spec.get("certificate_path"), pem=spec.get("certificate_pem"), base64=spec.get("certificate_base64"),
+            password=spec.get("certificate_password"), send_x5c=bool(spec.get("send_x5c", False)),
+        )
+    if "signed_assertion_file" in spec:
+        return SignedAssertionFile(path=spec["signed_assertion_file"] or None)
+    if "managed_identity" in spec:
+        mi = spec["managed_identity"]
+        return ManagedIdentityAssertion(client_id=mi if isinstance(mi, str) and mi else None)
+    if "assertion_callback" in spec:
+        return AssertionCallback(spec["assertion_callback"])
+    # The sidecar's own names work too: {"SourceType": "ClientSecret", "ClientSecret": "..."}.
+    if "sourcetype" in spec:
+        tree = _EnvTree({f"x__{k}": str(v) for k, v in value.items()}).section("x")
+        cred = _credential_from_env(tree, f"credentials[{index}]", {})
+        if cred is None:
+            raise ConfigurationError(f"credentials[{index}] is skipped", key="credentials")
+        return cred
+    raise ConfigurationError(f"credentials[{index}]: unknown credential {sorted(spec)}", key="credentials")
+
+
+def _downstream_from_env(section: _EnvTree, key: str) -> DownstreamApi:
+    base_url = section.get("BaseUrl")
+    if not base_url:
+        raise ConfigurationError(f"{key}__BaseUrl is required", key=f"{key}__BaseUrl")
+    kwargs: dict[str, Any] = {"base_url": base_url, "scopes": tuple(section.list("Scopes"))}
+    if section.get("RequestAppToken"):
+        kwargs["request_app_token"] = _parse_bool(section.get("RequestAppToken") or "", f"{key}__RequestAppToken")
+    if section.get("RelativePath") is not None:
+        kwargs["relative_path"] = section.get("RelativePath") or ""
+    if section.get("HttpMethod"):
+        kwargs["http_method"] = section.get("HttpMethod")
+    if section.get("AcceptHeader"):
+        kwargs["accept_header"] = section.get("AcceptHeader")
+    if section.get("ContentType"):
+        kwargs["content_type"] = section.get("ContentType")
+    headers = section.section("ExtraHeaderParameters").flat()
+    if headers:
+        kwargs["extra_headers"] = headers
+    query = section.section("ExtraQueryParameters").flat()
+    if query:
+        kwargs["extra_query"] = query
+    ato = section.section("AcquireTokenOptions")
+    if ato.get("Tenant"):
+        kwargs["tenant"] = ato.get("Tenant")
+    return DownstreamApi(**kwargs)
+
+
+def sequence_of(value: Sequence[str] | str | None) -> tuple[str, ...]:
+    """Normalise a scope argument: ``None`` → ``()``, a space-separated string → its parts."""
+    return _str_tuple(value, "scopes")
