@@ -109,7 +109,9 @@ class DownstreamApi:
         object.__setattr__(self, "scopes", _str_tuple(self.scopes, "Scopes"))
         method = str(self.http_method or "GET").upper()
         if method not in _HTTP_METHODS:
-            raise ConfigurationError(f"DownstreamApi.http_method {self.http_method!r} is not supported", key="HttpMethod")
+            raise ConfigurationError(
+                f"DownstreamApi.http_method {self.http_method!r} is not supported", key="HttpMethod"
+            )
         object.__setattr__(self, "http_method", method)
         object.__setattr__(self, "extra_headers", _frozen_map(self.extra_headers, "ExtraHeaderParameters"))
         object.__setattr__(self, "extra_query", _frozen_map(self.extra_query, "ExtraQueryParameters"))
@@ -227,8 +229,9 @@ class EntraConfig:
         creds = tuple(creds)
         for cred in creds:
             if not isinstance(cred, CREDENTIAL_TYPES):
-                raise ConfigurationError(f"credentials must be credential objects, got {type(cred).__name__}",
-                                         key="credentials")
+                raise ConfigurationError(
+                    f"credentials must be credential objects, got {type(cred).__name__}", key="credentials"
+                )
         object.__setattr__(self, "credentials", creds)
         apis = _frozen_map(self.downstream_apis, "downstream_apis")
         for name, api in apis.items():
@@ -296,13 +299,15 @@ class EntraConfig:
                     try:
                         apis[name] = DownstreamApi(**{str(k).lower(): v for k, v in spec.items()})
                     except TypeError as exc:
-                        raise ConfigurationError(f"downstream_apis[{name!r}]: {exc}", key=f"downstream_apis.{name}") from None
+                        raise ConfigurationError(
+                            f"downstream_apis[{name!r}]: {exc}", key=f"downstream_apis.{name}"
+                        ) from None
                 else:
                     raise ConfigurationError(f"downstream_apis[{name!r}] must be a mapping", key="downstream_apis")
             kwargs["downstream_apis"] = apis
         if "credentials" in kwargs:
             raw_creds = kwargs["credentials"]
-            if isinstance(raw_creds, Mapping) or isinstance(raw_creds, CREDENTIAL_TYPES):
+            if isinstance(raw_creds, (Mapping, *CREDENTIAL_TYPES)):
                 raw_creds = [raw_creds]
             kwargs["credentials"] = tuple(_credential_from_mapping(c, i) for i, c in enumerate(raw_creds))
         for key in ("audiences", "valid_issuers", "allowed_tenants", "algorithms"):
@@ -341,8 +346,9 @@ class EntraConfig:
             parts = urlsplit(authority)
             segments = [s for s in parts.path.split("/") if s]
             if parts.scheme != "https" or not parts.hostname or not segments:
-                raise ConfigurationError(f"AzureAd__Authority is not a valid authority: {authority!r}",
-                                         key="AzureAd__Authority")
+                raise ConfigurationError(
+                    f"AzureAd__Authority is not a valid authority: {authority!r}", key="AzureAd__Authority"
+                )
             instance = f"{parts.scheme}://{parts.netloc}/"
             tenant = segments[0]
             if parts.query:
@@ -371,7 +377,9 @@ class EntraConfig:
         if issuers:
             kwargs["valid_issuers"] = tuple(issuers)
         if tvp.get("ClockSkew"):
-            kwargs["clock_skew"] = _parse_timespan(tvp.get("ClockSkew") or "", "AzureAd__TokenValidationParameters__ClockSkew")
+            kwargs["clock_skew"] = _parse_timespan(
+                tvp.get("ClockSkew") or "", "AzureAd__TokenValidationParameters__ClockSkew"
+            )
         extra_q = ad.section("ExtraQueryParameters").flat()
         if extra_q:
             kwargs["extra_query_parameters"] = {**kwargs.get("extra_query_parameters", {}), **extra_q}
@@ -529,10 +537,20 @@ _UNSUPPORTED_SOURCES: Final = {
     "autodecryptkeys": "AutoDecryptKeys is a token-decryption credential; encrypted tokens are not supported",
 }
 _SOURCE_NUMBERS: Final = {
-    "0": "certificate", "1": "keyvault", "2": "base64encoded", "3": "path", "4": "storewiththumbprint",
-    "5": "storewithdistinguishedname", "6": "clientsecret", "7": "signedassertionfrommanagedidentity",
-    "8": "signedassertionfilepath", "9": "signedassertionfromvault", "10": "autodecryptkeys",
-    "11": "customsignedassertion", "12": "managedcertificate", "13": "storewithsubjectname",
+    "0": "certificate",
+    "1": "keyvault",
+    "2": "base64encoded",
+    "3": "path",
+    "4": "storewiththumbprint",
+    "5": "storewithdistinguishedname",
+    "6": "clientsecret",
+    "7": "signedassertionfrommanagedidentity",
+    "8": "signedassertionfilepath",
+    "9": "signedassertionfromvault",
+    "10": "autodecryptkeys",
+    "11": "customsignedassertion",
+    "12": "managedcertificate",
+    "13": "storewithsubjectname",
 }
 
 
@@ -544,25 +562,29 @@ def _credential_from_env(section: _EnvTree, key: str, env: Mapping[str, str]) ->
         raise ConfigurationError(f"{key}__SourceType is required", key=f"{key}__SourceType")
     source = _SOURCE_NUMBERS.get(source_raw, source_raw.lower())
     if source in _UNSUPPORTED_SOURCES:
-        raise ConfigurationError(f"{key}__SourceType={source_raw}: {_UNSUPPORTED_SOURCES[source]}",
-                                 key=f"{key}__SourceType")
+        raise ConfigurationError(
+            f"{key}__SourceType={source_raw}: {_UNSUPPORTED_SOURCES[source]}", key=f"{key}__SourceType"
+        )
     if source == "clientsecret":
         secret = section.get("ClientSecret")
         if not secret:
-            raise ConfigurationError(f"{key}__ClientSecret is required for SourceType=ClientSecret",
-                                     key=f"{key}__ClientSecret")
+            raise ConfigurationError(
+                f"{key}__ClientSecret is required for SourceType=ClientSecret", key=f"{key}__ClientSecret"
+            )
         return ClientSecret(secret)
     if source in ("path", "certificate"):
         path = section.get("CertificateDiskPath")
         if not path:
-            raise ConfigurationError(f"{key}__CertificateDiskPath is required for SourceType=Path",
-                                     key=f"{key}__CertificateDiskPath")
+            raise ConfigurationError(
+                f"{key}__CertificateDiskPath is required for SourceType=Path", key=f"{key}__CertificateDiskPath"
+            )
         return CertificateCredential(path=path, password=section.get("CertificatePassword") or None)
     if source == "base64encoded":
         value = section.get("Base64EncodedValue")
         if not value:
-            raise ConfigurationError(f"{key}__Base64EncodedValue is required for SourceType=Base64Encoded",
-                                     key=f"{key}__Base64EncodedValue")
+            raise ConfigurationError(
+                f"{key}__Base64EncodedValue is required for SourceType=Base64Encoded", key=f"{key}__Base64EncodedValue"
+            )
         return CertificateCredential(base64=value, password=section.get("CertificatePassword") or None)
     if source == "signedassertionfilepath":
         path = section.get("SignedAssertionFileDiskPath") or section.get("SignedAssertionFilePath")
@@ -570,8 +592,9 @@ def _credential_from_env(section: _EnvTree, key: str, env: Mapping[str, str]) ->
     if source == "signedassertionfrommanagedidentity":
         audience = section.get("TokenExchangeUrl") or TOKEN_EXCHANGE_AUDIENCE
         return ManagedIdentityAssertion(client_id=section.get("ManagedIdentityClientId") or None, audience=audience)
-    raise ConfigurationError(f"{key}__SourceType={source_raw!r} is not a known credential source",
-                             key=f"{key}__SourceType")
+    raise ConfigurationError(
+        f"{key}__SourceType={source_raw!r} is not a known credential source", key=f"{key}__SourceType"
+    )
 
 
 def _credential_from_mapping(value: Any, index: int) -> Credential:
@@ -584,8 +607,11 @@ def _credential_from_mapping(value: Any, index: int) -> Credential:
         return ClientSecret(spec["client_secret"])
     if {"certificate_path", "certificate_pem", "certificate_base64"} & spec.keys():
         return CertificateCredential(
-            path=spec.get("certificate_path"), pem=spec.get("certificate_pem"), base64=spec.get("certificate_base64"),
-            password=spec.get("certificate_password"), send_x5c=bool(spec.get("send_x5c", False)),
+            path=spec.get("certificate_path"),
+            pem=spec.get("certificate_pem"),
+            base64=spec.get("certificate_base64"),
+            password=spec.get("certificate_password"),
+            send_x5c=bool(spec.get("send_x5c", False)),
         )
     if "signed_assertion_file" in spec:
         return SignedAssertionFile(path=spec["signed_assertion_file"] or None)

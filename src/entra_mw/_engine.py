@@ -4,6 +4,7 @@ acquirer and the token cache; adapters hold one and call it. Nothing is fetched 
 
 from __future__ import annotations
 
+import ssl
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ class EntraAuth:
         async_transport: httpx2.AsyncBaseTransport | None = None,
         token_cache: TokenCache | None = None,
         clock: Clock | None = None,
-        verify: str | bool = True,
+        verify: ssl.SSLContext | str | bool = True,
     ) -> None:
         if not isinstance(config, EntraConfig):
             raise TypeError("EntraAuth needs an EntraConfig")

@@ -4,6 +4,7 @@ through the pooled httpx2 clients built here. Tests inject FakeEntra's transport
 
 from __future__ import annotations
 
+import ssl
 import threading
 from typing import Final
 
@@ -32,12 +33,15 @@ class HttpSeam:
         transport: httpx2.BaseTransport | None = None,
         async_transport: httpx2.AsyncBaseTransport | None = None,
         timeout: float | httpx2.Timeout | None = None,
-        verify: str | bool = True,
+        verify: ssl.SSLContext | str | bool = True,
     ) -> None:
         self._transport = transport
         self._async_transport = async_transport
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx2.Timeout(timeout)
-        self._verify = verify
+        # A CA file path becomes an SSLContext: httpx2 deprecates passing a path as ``verify``.
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
         self._lock = threading.Lock()
         self._client: httpx2.Client | None = None
         self._aclient: httpx2.AsyncClient | None = None

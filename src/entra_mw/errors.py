@@ -10,6 +10,8 @@ The tree::
     │   └── InsufficientScope        403 ``insufficient_scope`` with ``scope="..."``
     ├── ProviderUnavailable          503: no usable signing keys at all (discovery or JWKS unreachable)
     ├── TokenAcquisitionError        Entra refused or failed a token request (AADSTS codes, claims challenge)
+    ├── DownstreamRequestError       400: a downstream call refused before sending (unsafe path or header)
+    ├── DownstreamCallError          502/504: a downstream API unreachable, timed out or answered too much
     └── ConfigurationError           bad configuration, naming the key
 
 Adapters never decide a status: they copy ``status_code``, ``headers()`` and ``body()`` into their framework's
@@ -26,6 +28,8 @@ from typing import Any
 __all__ = [
     "AuthError",
     "ConfigurationError",
+    "DownstreamCallError",
+    "DownstreamRequestError",
     "EntraError",
     "InsufficientScope",
     "InvalidRequest",
@@ -37,7 +41,7 @@ __all__ = [
 
 # RFC 6750 §3: auth-param values are quoted-strings; the error_description must be printable ASCII without '"'
 # and '\'. We fold anything else to a space so a description can never break the header.
-_UNSAFE_PARAM = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+_UNSAFE_PARAM = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
 
 def _quote(value: str) -> str:
@@ -278,6 +282,47 @@ class TokenAcquisitionError(EntraError):
             f"TokenAcquisitionError(error={self.error!r}, suberror={self.suberror!r}, "
             f"error_codes={self.error_codes!r}, correlation_id={self.correlation_id!r})"
         )
+
+
+class DownstreamRequestError(EntraError, ValueError):
+    """A downstream request was refused before anything was sent: an unsafe path, query or header, or agent
+    arguments that contradict each other. ``status_code`` is 400: the input is at fault.
+
+    ::
+
+        try:
+            downstream.call("graph", user_supplied_path)
+        except DownstreamRequestError as exc:
+            return 400, exc.description
+    """
+
+    status_code: int = 400
+
+    def __init__(self, description: str, *, reason: str = "bad_request") -> None:
+        super().__init__(description)
+        self.description = description
+        #: A short machine-readable reason code ("unsafe_path", "reserved_header", ...).
+        self.reason = reason
+
+
+class DownstreamCallError(EntraError):
+    """A downstream API could not be reached (502, or 504 on a timeout) or answered with a body larger than
+    its ``max_response_bytes`` (502). The message names the API, never a token.
+
+    ::
+
+        try:
+            response = await downstream.acall("weather", "forecast")
+        except DownstreamCallError as exc:
+            return exc.status_code, exc.description
+    """
+
+    def __init__(self, description: str, *, api: str, status_code: int = 502, reason: str = "unavailable") -> None:
+        super().__init__(description)
+        self.description = description
+        self.api = api
+        self.status_code = status_code
+        self.reason = reason
 
 
 class ConfigurationError(EntraError, ValueError):

@@ -1,0 +1,498 @@
+"""The token cache in front of MSAL (DESIGN §3 "Our own cache sits in front of MSAL", §5 "Acquisition").
+
+MSAL Python never reads its cache for OBO or ``user_fic`` and scans its cache linearly under one lock
+(spec §3.8), so every token the engine hands out goes through this cache first:
+
+* **L1**: a bounded in-process LRU map keyed by :meth:`TokenRequest.cache_key`. A hit is a dictionary lookup
+  under a lock that is never held across I/O; it never leaves the event loop.
+* **L2** (optional): a store shared by replicas, normally :class:`~entra_mw._acquisition._redis.RedisStore`.
+  Order: L1 → L2 → fetch; a fetched token is put in L1 (waking the callers that wait for it), then in L2.
+* **Lifetime**: an entry is served until ``expires_on - refresh_margin``, as MSAL treats tokens as expired
+  five minutes early (spec §3.8). A token with less than twice the margin left when it enters the cache is
+  served for half of what it has left instead, so that short-lived tokens are still cached.
+* **Proactive refresh**: once Entra's ``refresh_in`` has passed (``AccessToken.refresh_on``), one caller
+  refreshes while every other caller keeps getting the cached token. If the refresh fails with
+  :class:`~entra_mw.errors.TokenAcquisitionError` or :class:`~entra_mw.errors.ProviderUnavailable`, the still
+  usable token keeps being served (one warning per attempt, attempts at most every ``refresh_retry`` seconds).
+* **Single flight per key**: concurrent misses on one key cause one L2 read and one fetch; the others wait for
+  it (threads on an event, tasks on an anyio event) and share its token or its error. Errors are never cached.
+
+Sync and async callers share one implementation: :meth:`TokenCache._flow` is a generator that makes every
+decision and yields the I/O it needs (wait, L2 read, fetch, L2 write); :meth:`get_or_fetch` and
+:meth:`aget_or_fetch` only run that I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from .._clock import Clock, SystemClock
+from ..errors import ConfigurationError, ProviderUnavailable, TokenAcquisitionError
+
+if TYPE_CHECKING:
+    from .._config import EntraConfig
+    from ._types import AccessToken, TokenRequest
+
+__all__ = ["CacheStats", "L2Store", "TokenCache"]
+
+logger = logging.getLogger("entra_mw.acquisition.cache")
+
+
+class L2Store(Protocol):
+    """A second-level store shared by replicas. ``key`` is a canonical :meth:`TokenRequest.cache_key`.
+
+    Implementations never raise for an unavailable backend: a failed read is a miss (``None``), a failed write
+    is skipped. ``ttl`` is how long, in seconds, the entry is worth keeping.
+    """
+
+    def get(self, key: str) -> AccessToken | None: ...
+
+    def set(self, key: str, token: AccessToken, ttl: float) -> None: ...
+
+    async def aget(self, key: str) -> AccessToken | None: ...
+
+    async def aset(self, key: str, token: AccessToken, ttl: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheStats:
+    """Counters since the cache was built.
+
+    ``hits``: answered from L1. ``misses``: no usable L1 entry. ``l2_hits``: misses answered by L2.
+    ``fetches``: calls to the fetch function. ``refreshes``: proactive refreshes started (counted in
+    ``fetches`` too when they reach the network rather than finding a fresher token in L2).
+    ``stale_served``: a token past its ``refresh_on`` served while a refresh was under way, cooling down or
+    had failed.
+    ``errors``: fetches that raised.
+    """
+
+    hits: int
+    misses: int
+    l2_hits: int
+    fetches: int
+    refreshes: int
+    stale_served: int
+    errors: int
+
+
+class _Entry:
+    __slots__ = ("refresh_at", "retry_at", "token", "usable_until")
+
+    def __init__(self, token: AccessToken, usable_until: float, refresh_at: float | None) -> None:
+        self.token = token
+        self.usable_until = usable_until
+        self.refresh_at = refresh_at
+        self.retry_at: float | None = None  # monotonic; no refresh attempt before it (after a failed one)
+
+
+class _Flight:
+    """One fetch under way for one key, and what its waiters need to know when it ends."""
+
+    __slots__ = ("abandoned", "async_event", "done", "error", "is_async", "key", "thread", "token")
+
+    def __init__(self, key: str, thread: int, async_event: Any) -> None:
+        self.key = key
+        self.thread = thread
+        self.is_async = async_event is not None
+        self.async_event = async_event  # an anyio.Event of the owner's loop; waiters on that loop await it
+        self.done = threading.Event()  # every other waiter: threads, and tasks on another thread
+        self.token: AccessToken | None = None
+        self.error: BaseException | None = None
+        self.abandoned = False  # the owner was cancelled: waiters start over
+
+
+# What the flow asks its driver to do. The driver sends back the result, or throws the exception, into it.
+_WAIT: Final = "wait"  # (_WAIT, flight) -> None
+_L2_GET: Final = "l2_get"  # (_L2_GET,) -> AccessToken | None
+_FETCH: Final = "fetch"  # (_FETCH,) -> AccessToken
+_L2_SET: Final = "l2_set"  # (_L2_SET, token, ttl) -> None
+
+_Op = tuple[Any, ...]
+_REFRESH_ERRORS: Final = (TokenAcquisitionError, ProviderUnavailable)
+
+
+class TokenCache:
+    """The token cache: bounded L1 in memory, optional shared L2, single flight per key, proactive refresh.
+
+    ::
+
+        cache = TokenCache(max_entries=10_000)
+        token = cache.get_or_fetch(request, acquirer.fetch)          # sync
+        token = await cache.aget_or_fetch(request, acquirer.afetch)  # async
+
+    ``clock`` supplies ``time()`` (compared with ``expires_on``/``refresh_on``) and ``monotonic()`` (the retry
+    pause after a failed refresh). ``max_entries`` bounds L1 (least recently used entries leave first).
+    ``refresh_margin`` is how long before ``expires_on`` a token stops being served. ``l2`` is a shared store,
+    e.g. :class:`~entra_mw._acquisition._redis.RedisStore`. ``refresh_retry`` is the pause, in seconds,
+    between two attempts to refresh a token whose refresh failed.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        max_entries: int = 100_000,
+        refresh_margin: float = 300.0,
+        l2: L2Store | None = None,
+        refresh_retry: float = 30.0,
+    ) -> None:
+        if not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError("token_cache_size must be a positive integer", key="token_cache_size")
+        if not isinstance(refresh_margin, int | float) or refresh_margin < 0:
+            raise ConfigurationError("token_refresh_margin must be >= 0 seconds", key="token_refresh_margin")
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._max = max_entries
+        self._margin = float(refresh_margin)
+        self._retry = float(refresh_retry)
+        self._l2 = l2
+        self._lock = threading.Lock()  # guards L1, the flights and the counters; never held across I/O
+        self._l1: OrderedDict[str, _Entry] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self._hits = self._misses = self._l2_hits = self._fetches = 0
+        self._refreshes = self._stale_served = self._errors = 0
+
+    @classmethod
+    def from_config(cls, config: EntraConfig, clock: Clock) -> TokenCache:
+        """The cache ``config`` describes: ``token_cache_size``, ``token_refresh_margin`` and, when
+        ``redis_url`` is set, a Redis L2 (``redis_key_prefix``, ``cache_encryption_key``). Nothing connects
+        yet.
+
+        ::
+
+            cache = TokenCache.from_config(EntraConfig.from_env(), SystemClock())
+        """
+        l2: L2Store | None = None
+        if config.redis_url:
+            from ._redis import RedisStore
+
+            l2 = RedisStore(
+                config.redis_url,
+                prefix=config.redis_key_prefix,
+                encryption_key=config.cache_encryption_key,
+                clock=clock,
+            )
+        return cls(
+            clock=clock,
+            max_entries=config.token_cache_size,
+            refresh_margin=config.token_refresh_margin,
+            l2=l2,
+        )
+
+    def __repr__(self) -> str:
+        return f"TokenCache(entries={len(self._l1)}, max_entries={self._max}, l2={self._l2!r})"
+
+    def __len__(self) -> int:
+        """Entries held in L1 (expired ones leave when next looked up, or when evicted)."""
+        return len(self._l1)
+
+    @property
+    def l2(self) -> L2Store | None:
+        return self._l2
+
+    @property
+    def in_flight(self) -> int:
+        """Fetches under way right now (a flight leaves as soon as it ends)."""
+        return len(self._flights)
+
+    @property
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(
+                hits=self._hits,
+                misses=self._misses,
+                l2_hits=self._l2_hits,
+                fetches=self._fetches,
+                refreshes=self._refreshes,
+                stale_served=self._stale_served,
+                errors=self._errors,
+            )
+
+    def clear(self) -> None:
+        """Forget every L1 entry (L2 is shared with other replicas and left alone)."""
+        with self._lock:
+            self._l1.clear()
+
+    def close(self) -> None:
+        if self._l2 is not None:
+            self._l2.close()
+
+    async def aclose(self) -> None:
+        if self._l2 is not None:
+            await self._l2.aclose()
+
+    # -- the two drivers -------------------------------------------------------------------------------------
+
+    def get_or_fetch(self, req: TokenRequest, fetch: Callable[[TokenRequest], AccessToken]) -> AccessToken:
+        """The cached token for ``req``, else one from L2, else ``fetch(req)`` (once for concurrent callers).
+
+        ``req.force_refresh`` skips both cache reads (the fetched token still replaces the cached one). Errors
+        from ``fetch`` reach every caller waiting for that fetch and are not cached.
+
+        ::
+
+            token = cache.get_or_fetch(req, acquirer.fetch)
+            headers = {"Authorization": token.authorization_header}
+        """
+        key = req.cache_key()
+        if not req.force_refresh:
+            token = self._hit(key)
+            if token is not None:
+                return token
+        l2 = self._l2
+        flow = self._flow(key, req, None)
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = flow.send(value) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                result: AccessToken = stop.value
+                return result
+            value = error = None
+            try:
+                kind = op[0]
+                if kind == _FETCH:
+                    value = fetch(req)
+                elif kind == _WAIT:
+                    op[1].done.wait()
+                elif kind == _L2_GET and l2 is not None:
+                    value = l2.get(key)
+                elif kind == _L2_SET and l2 is not None:
+                    l2.set(key, op[1], op[2])
+            except BaseException as exc:  # noqa: BLE001 - handed to the flow, which cleans up and re-raises it
+                error = exc
+
+    async def aget_or_fetch(
+        self, req: TokenRequest, afetch: Callable[[TokenRequest], Awaitable[AccessToken]]
+    ) -> AccessToken:
+        """Async twin of :meth:`get_or_fetch`; a hit never leaves the event loop. asyncio or trio.
+
+        ::
+
+            token = await cache.aget_or_fetch(req, acquirer.afetch)
+        """
+        key = req.cache_key()
+        if not req.force_refresh:
+            token = self._hit(key)
+            if token is not None:
+                return token
+        import anyio
+
+        l2 = self._l2
+        flow = self._flow(key, req, anyio.Event)
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = flow.send(value) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                result: AccessToken = stop.value
+                return result
+            value = error = None
+            try:
+                kind = op[0]
+                if kind == _FETCH:
+                    value = await afetch(req)
+                elif kind == _WAIT:
+                    await _await_flight(op[1])
+                elif kind == _L2_GET and l2 is not None:
+                    value = await l2.aget(key)
+                elif kind == _L2_SET and l2 is not None:
+                    await l2.aset(key, op[1], op[2])
+            except BaseException as exc:  # noqa: BLE001 - handed to the flow, which cleans up and re-raises it
+                error = exc
+
+    # -- the decisions ---------------------------------------------------------------------------------------
+
+    def _hit(self, key: str) -> AccessToken | None:
+        # The hot path: one clock read, one lookup, one LRU move. Anything unusual goes to the flow.
+        now = self._clock.time()
+        with self._lock:
+            entry = self._l1.get(key)
+            if (
+                entry is None
+                or now >= entry.usable_until
+                or (entry.refresh_at is not None and now >= entry.refresh_at)
+            ):
+                return None
+            self._l1.move_to_end(key)
+            self._hits += 1
+        return entry.token
+
+    def _flow(
+        self, key: str, req: TokenRequest, make_event: Callable[[], Any] | None
+    ) -> Generator[_Op, Any, AccessToken]:
+        force = req.force_refresh
+        # A forced fetch must not be answered by a flight that may have read L2, so it has flights of its own.
+        fkey = "!" + key if force else key
+        thread = threading.get_ident()
+        counted = False
+        while True:
+            now = self._clock.time()
+            stale: _Entry | None = None
+            flight: _Flight | None = None
+            join = False
+            with self._lock:
+                entry = None if force else self._l1.get(key)
+                if entry is not None and now >= entry.usable_until:
+                    del self._l1[key]  # expired: dropped lazily
+                    entry = None
+                if entry is not None:
+                    if entry.refresh_at is None or now < entry.refresh_at:
+                        self._hits += 1  # filled while this caller was on its way here
+                        return entry.token
+                    # Due for a proactive refresh but still usable: one caller refreshes, the others keep it.
+                    retry_at = entry.retry_at
+                    if fkey in self._flights or (retry_at is not None and self._clock.monotonic() < retry_at):
+                        self._stale_served += 1
+                        return entry.token
+                    stale = entry
+                    self._refreshes += 1
+                    flight = self._flights[fkey] = _Flight(fkey, thread, make_event() if make_event else None)
+                else:
+                    if not counted:
+                        self._misses += 1
+                        counted = True
+                    flight = self._flights.get(fkey)
+                    if flight is None:
+                        flight = self._flights[fkey] = _Flight(
+                            fkey, thread, make_event() if make_event else None
+                        )
+                    elif flight.thread == thread and (make_event is None or not flight.is_async):
+                        # Waiting would deadlock: a sync caller on the loop thread of an async owner, or a
+                        # fetch that asks for its own key. Fetch without the flight instead.
+                        flight = None
+                    else:
+                        join = True
+            if join:
+                assert flight is not None
+                yield (_WAIT, flight)
+                if flight.abandoned:
+                    continue  # its owner was cancelled: start over (one of the waiters becomes the owner)
+                if flight.error is not None:
+                    raise flight.error
+                assert flight.token is not None
+                return flight.token
+            return (yield from self._own(key, req, flight, stale))
+
+    def _own(
+        self, key: str, req: TokenRequest, flight: _Flight | None, stale: _Entry | None
+    ) -> Generator[_Op, Any, AccessToken]:
+        try:
+            if self._l2 is not None and not req.force_refresh:
+                shared: AccessToken | None = yield (_L2_GET,)
+                if shared is not None:
+                    now = self._clock.time()
+                    entry = self._entry(shared, now)
+                    # A refresh only takes a token from L2 that is not itself due (another replica refreshed).
+                    if entry is not None and (
+                        stale is None or entry.refresh_at is None or now < entry.refresh_at
+                    ):
+                        self._store(key, entry)
+                        with self._lock:
+                            self._l2_hits += 1
+                        self._finish(flight, shared)
+                        return shared
+            with self._lock:
+                self._fetches += 1
+            try:
+                token: AccessToken = yield (_FETCH,)
+            except Exception as exc:
+                with self._lock:
+                    self._errors += 1
+                if stale is not None and isinstance(exc, _REFRESH_ERRORS):
+                    return self._refresh_failed(req, stale, flight, exc)
+                raise
+            now = self._clock.time()
+            entry = self._entry(token, now)
+            if entry is not None:
+                self._store(key, entry)
+            self._finish(flight, token)
+            if entry is not None and self._l2 is not None:
+                yield (_L2_SET, token, entry.usable_until - now)
+            return token
+        except BaseException as exc:
+            self._finish(flight, None, exc)
+            raise
+
+    def _refresh_failed(
+        self, req: TokenRequest, stale: _Entry, flight: _Flight | None, exc: Exception
+    ) -> AccessToken:
+        stale.retry_at = self._clock.monotonic() + self._retry
+        # Callers waiting on this flight came because they found no usable token: they get the error.
+        self._finish(flight, None, exc)
+        now = self._clock.time()
+        if now >= stale.usable_until:
+            raise exc
+        if isinstance(exc, TokenAcquisitionError):
+            reason = f"{exc.error or 'error'} {exc.aadsts or ''}".strip()
+            correlation = exc.correlation_id
+        else:
+            reason, correlation = getattr(exc, "reason", type(exc).__name__), None
+        logger.warning(
+            "token refresh failed (flow=%s tid=%s reason=%s correlation_id=%s); serving the cached token, "
+            "usable for %.0f s more",
+            req.flow,
+            req.tenant,
+            reason,
+            correlation,
+            stale.usable_until - now,
+        )
+        with self._lock:
+            self._stale_served += 1
+        return stale.token
+
+    # -- L1 --------------------------------------------------------------------------------------------------
+
+    def _entry(self, token: AccessToken, now: float) -> _Entry | None:
+        left = token.expires_on - now
+        if left <= 0:
+            return None
+        usable_until = token.expires_on - min(self._margin, left / 2)
+        refresh_at = (
+            token.refresh_on if token.refresh_on is not None and token.refresh_on < usable_until else None
+        )
+        return _Entry(token, usable_until, refresh_at)
+
+    def _store(self, key: str, entry: _Entry) -> None:
+        with self._lock:
+            self._l1[key] = entry
+            self._l1.move_to_end(key)
+            while len(self._l1) > self._max:
+                self._l1.popitem(last=False)
+
+    def _finish(
+        self, flight: _Flight | None, token: AccessToken | None, error: BaseException | None = None
+    ) -> None:
+        if flight is None or flight.done.is_set():
+            return
+        with self._lock:
+            if isinstance(error, Exception):
+                flight.error = error
+            elif error is not None:
+                flight.abandoned = True  # cancelled, interrupted: not the waiters' error to raise
+            flight.token = token
+            if self._flights.get(flight.key) is flight:
+                del self._flights[flight.key]
+        flight.done.set()
+        if flight.async_event is not None:
+            flight.async_event.set()  # the owner finishes on its own loop, so this is the right thread
+
+
+async def _await_flight(flight: _Flight) -> None:
+    if flight.async_event is not None and flight.thread == threading.get_ident():
+        await flight.async_event.wait()
+        return
+    # The owner is a thread, or a task on another thread's loop: wait for its threading event off the loop.
+    import anyio.to_thread
+
+    await anyio.to_thread.run_sync(flight.done.wait, abandon_on_cancel=True)

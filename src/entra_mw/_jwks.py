@@ -1,0 +1,588 @@
+"""The signing-key store: OpenID metadata and JWKS for the configured authority, shared by sync and async
+callers.
+
+What it guarantees (DESIGN §5, spec §4.1 and §4.5):
+
+* keys come only from the configured v2 metadata's ``jwks_uri`` (with ``ExtraQueryParameters`` such as
+  ``?appid=``
+  for app-specific keys); https only unless a test transport is injected; no redirects; bodies capped at 1
+  MiB;
+* automatic refresh every ``jwks_refresh_interval`` (12 h); an unknown ``kid`` triggers a refresh at most
+  once per
+  ``jwks_refresh_cooldown`` (5 min; the first one is immediate, as Wilson's ``RequestRefresh``), and a
+  bounded LRU
+  negative cache answers repeated unknown kids without even taking a lock;
+* single flight: however many threads and tasks need a refresh at once, one fetch runs and the others wait
+  for it
+  (threads on an ``Event``; tasks on the leader's ``anyio.Event`` when the leader runs on their loop,
+  otherwise by
+  polling, so sync and async callers may coexist on either anyio backend);
+* last-known-good: a failed refresh (network error, non-200, bad JSON, no usable key) never replaces good
+  keys;
+  with no keys at all callers get :class:`~entra_mw.errors.ProviderUnavailable` (503) and the next attempt
+  waits
+  ``_FAILURE_BACKOFF`` seconds.
+
+The fetch is written once, as a generator that yields URLs and receives bodies (the sans-IO pattern of httpx's
+auth flows); :meth:`KeyStore._run` and :meth:`KeyStore._arun` drive it with the seam's sync and async clients.
+
+Issuers: the v2 issuer comes from the v2 metadata. The v1 issuer (``https://sts.windows.net/{tenantid}/``
+on the
+public cloud) comes from the v1 metadata, fetched once after the first successful refresh; when that document
+cannot be had it is derived as spec §4.2 describes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import httpx2
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
+
+from ._config import META_TENANTS, EntraConfig
+from .errors import ConfigurationError, InvalidToken, ProviderUnavailable
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._http import HttpSeam
+
+__all__ = ["MAX_DOCUMENT_BYTES", "KeySet", "KeyStore", "SigningKey", "parse_jwks", "parse_metadata"]
+
+logger = logging.getLogger("entra_mw.jwks")
+
+MAX_DOCUMENT_BYTES: Final = 1024 * 1024
+_MAX_KEYS: Final = 100
+_MAX_URL: Final = 2048
+_MIN_MODULUS_BITS: Final = 2048
+_MAX_MODULUS_BITS: Final = 8192
+_FAILURE_BACKOFF: Final = 1.0
+_POLL_INTERVAL: Final = 0.005
+_KEY_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UNSAFE_URL: Final = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
+TENANT_PLACEHOLDER: Final = "{tenantid}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SigningKey:
+    """One usable JWKS key: RSA, for signatures. ``issuer`` is the key's own ``issuer`` property (spec
+    §4.4)."""
+
+    kid: str
+    public_key: RSAPublicKey
+    issuer: str | None = None
+    x5t: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeySet:
+    """An immutable snapshot of the keys and issuer facts from one successful refresh."""
+
+    keys: Mapping[str, SigningKey]
+    generation: int
+    fetched_at: float
+    jwks_uri: str
+    #: The v2 metadata ``issuer`` as served (a template with ``{tenantid}`` for ``common``/``organizations``).
+    metadata_issuer: str
+    #: Issuer templates with ``{tenantid}``, for v2 (``.../v2.0``) and v1 (``https://sts.windows.net/.../``).
+    issuer_v2: str
+    issuer_v1: str
+    #: The tenant GUID of a tenant-specific authority (taken from the metadata when configured as a domain);
+    #: ``None`` for ``common``/``organizations``.
+    tenant_id: str | None
+
+
+class _FetchFailed(Exception):
+    """A document could not be fetched (transport error, status, size, URL policy). Never carries a body."""
+
+
+class _BadDocument(Exception):
+    """A fetched document is unusable."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Loaded:
+    keys: dict[str, SigningKey]
+    jwks_uri: str
+    metadata_issuer: str
+    issuer_v2: str
+    issuer_v1: str | None
+    tenant_id: str | None
+
+
+# -- document parsing (pure) -----------------------------------------------------------------------------
+
+
+def _json_object(body: bytes, what: str) -> dict[str, object]:
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise _BadDocument(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise _BadDocument(f"{what} is not a JSON object")
+    return value
+
+
+def _safe_url(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_URL or _UNSAFE_URL.search(value):
+        raise _BadDocument(f"{what} is missing or not a URL")
+    return value
+
+
+def parse_metadata(body: bytes) -> tuple[str, str | None]:
+    """``(jwks_uri, issuer)`` from an OpenID configuration document; raises ``_BadDocument``."""
+    doc = _json_object(body, "metadata")
+    jwks_uri = _safe_url(doc.get("jwks_uri"), "jwks_uri")
+    issuer = doc.get("issuer")
+    if issuer is not None:
+        issuer = _safe_url(issuer, "issuer")
+    return jwks_uri, issuer
+
+
+def _b64uint(value: object) -> int | None:
+    if not isinstance(value, str) or len(value) > 2048 or not _B64URL.fullmatch(value):
+        return None
+    text = value.rstrip("=")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return int.from_bytes(raw, "big") if raw else None
+
+
+def _short_str(value: object, limit: int = 256) -> str | None:
+    if isinstance(value, str) and value and len(value) <= limit and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
+def parse_jwks(body: bytes) -> dict[str, SigningKey]:
+    """The usable keys of a JWKS document (RSA, ``use`` sig or absent, 2048-8192 bit modulus), by ``kid``.
+
+    Keys that are not usable are skipped; a document with none raises ``_BadDocument``.
+    """
+    doc = _json_object(body, "JWKS")
+    entries = doc.get("keys")
+    if not isinstance(entries, list):
+        raise _BadDocument("JWKS has no 'keys' list")
+    out: dict[str, SigningKey] = {}
+    for jwk in entries[:_MAX_KEYS]:
+        if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
+            continue
+        if jwk.get("use", "sig") != "sig" or jwk.get("alg", "RS256") not in _KEY_ALGS:
+            continue
+        kid = _short_str(jwk.get("kid"))
+        if kid is None or kid in out:
+            continue
+        n = _b64uint(jwk.get("n"))
+        e = _b64uint(jwk.get("e"))
+        if n is None or e is None or not (_MIN_MODULUS_BITS <= n.bit_length() <= _MAX_MODULUS_BITS):
+            continue
+        if e < 3 or e.bit_length() > 64 or not e & 1:
+            continue
+        try:
+            public_key = RSAPublicNumbers(e, n).public_key()
+        except ValueError:
+            continue
+        issuer = jwk.get("issuer")
+        out[kid] = SigningKey(
+            kid=kid,
+            public_key=public_key,
+            issuer=issuer if isinstance(issuer, str) and issuer else None,
+            x5t=_short_str(jwk.get("x5t")),
+        )
+    if not out:
+        raise _BadDocument("JWKS has no usable RSA signing key")
+    return out
+
+
+def _template(issuer: str, tenant: str | None) -> str:
+    """Turn a concrete issuer into a ``{tenantid}`` template by replacing the tenant GUID."""
+    if TENANT_PLACEHOLDER in issuer or tenant is None:
+        return issuer
+    if tenant in issuer:
+        return issuer.replace(tenant, TENANT_PLACEHOLDER)
+    return issuer.replace(tenant.upper(), TENANT_PLACEHOLDER)
+
+
+# -- the store -------------------------------------------------------------------------------------------
+
+
+class _Flight:
+    """One refresh in progress. Waiters block on ``done`` or, on the leader's own loop, await ``aevent``."""
+
+    __slots__ = ("aevent", "done", "thread")
+
+    def __init__(self, aevent: anyio.Event | None) -> None:
+        self.done = threading.Event()
+        self.aevent = aevent
+        self.thread = threading.get_ident()
+
+
+_Flow = Generator[str, bytes, _Loaded]
+
+
+class KeyStore:
+    """Metadata and signing keys for one :class:`EntraConfig`, fetched through one :class:`HttpSeam`.
+
+    ::
+
+        store = KeyStore(config, http, clock)
+        key, keyset = store.get_key(kid)          # or: await store.aget_key(kid)
+    """
+
+    def __init__(self, config: EntraConfig, http: HttpSeam, clock: Clock) -> None:
+        self._config = config
+        self._http = http
+        self._clock = clock
+        self._metadata_url = config.metadata_url("2.0")
+        self._metadata_v1_url = config.metadata_url("1.0")
+        self._configured_tenant = None if config.tenant_id in META_TENANTS else config.tenant_id.lower()
+        tenant = self._configured_tenant
+        self._tenant_is_guid = tenant is not None and bool(_GUID.fullmatch(tenant))
+        self._interval = float(config.jwks_refresh_interval)
+        self._cooldown = float(config.jwks_refresh_cooldown)
+        self._negative_size = max(0, int(config.jwks_unknown_kid_cache_size))
+        # A follower never waits longer than the leader's requests can take (three documents at most).
+        self._wait_timeout = 4 * float(config.http_timeout) + 5.0
+        self._fetch_deadline = 3 * float(config.http_timeout) + 5.0
+        self._lock = threading.Lock()
+        self._snapshot: KeySet | None = None
+        self._generation = 0
+        self._flight: _Flight | None = None
+        self._last_attempt: float | None = None
+        self._last_failure: float | None = None
+        self._last_forced: float | None = None
+        self._issuer_v1: str | None = None
+        self._negative: OrderedDict[str, float] = OrderedDict()
+
+    @property
+    def snapshot(self) -> KeySet | None:
+        """The current keys, or ``None`` before the first successful refresh."""
+        return self._snapshot
+
+    # -- lookups ----------------------------------------------------------------------------------------
+
+    def _fresh_key(self, kid: str) -> tuple[SigningKey, KeySet] | None:
+        """The fast path: a known kid in a snapshot younger than the refresh interval (no lock)."""
+        snap = self._snapshot
+        if snap is not None:
+            key = snap.keys.get(kid)
+            if key is not None and self._clock.monotonic() - snap.fetched_at < self._interval:
+                return key, snap
+        return None
+
+    def _known_unknown(self, kid: str, snap: KeySet | None) -> bool:
+        if snap is None or kid in snap.keys:
+            return False
+        until = self._negative.get(kid)
+        return until is not None and self._clock.monotonic() < until
+
+    def _resolve(self, kid: str) -> tuple[SigningKey, KeySet]:
+        snap = self._snapshot
+        if snap is None:
+            raise ProviderUnavailable("The token signing keys are temporarily unavailable.", reason="no_keys")
+        key = snap.keys.get(kid)
+        if key is None:
+            self._remember_unknown(kid)
+            raise InvalidToken("The token signing key is not known.", reason="unknown_kid")
+        return key, snap
+
+    def _remember_unknown(self, kid: str) -> None:
+        if not self._negative_size:
+            return
+        with self._lock:
+            self._negative[kid] = self._clock.monotonic() + self._cooldown
+            self._negative.move_to_end(kid)
+            while len(self._negative) > self._negative_size:
+                self._negative.popitem(last=False)
+
+    def get_key(self, kid: str) -> tuple[SigningKey, KeySet]:
+        """The key for ``kid`` and the snapshot it belongs to, refreshing as the rules allow.
+
+        Raises ``InvalidToken`` (unknown kid) or ``ProviderUnavailable`` (no keys at all).
+        """
+        found = self._fresh_key(kid)
+        if found is not None:
+            return found
+        snap = self._snapshot
+        if self._known_unknown(kid, snap):
+            raise InvalidToken("The token signing key is not known.", reason="unknown_kid")
+        self._sync_refresh(forced=snap is not None and kid not in snap.keys, seen=snap)
+        return self._resolve(kid)
+
+    async def aget_key(self, kid: str) -> tuple[SigningKey, KeySet]:
+        """Async twin of :meth:`get_key`."""
+        found = self._fresh_key(kid)
+        if found is not None:
+            return found
+        snap = self._snapshot
+        if self._known_unknown(kid, snap):
+            raise InvalidToken("The token signing key is not known.", reason="unknown_kid")
+        await self._async_refresh(forced=snap is not None and kid not in snap.keys, seen=snap)
+        return self._resolve(kid)
+
+    def refresh(self) -> KeySet:
+        """Fetch metadata and keys now (startup, or an operator's request); joins a refresh in flight.
+
+        Raises ``ProviderUnavailable`` when no keys could ever be had.
+        """
+        self._sync_refresh(forced=None, seen=self._snapshot)
+        snap = self._snapshot
+        if snap is None:
+            raise ProviderUnavailable("The token signing keys are temporarily unavailable.", reason="no_keys")
+        return snap
+
+    async def arefresh(self) -> KeySet:
+        """Async twin of :meth:`refresh`."""
+        await self._async_refresh(forced=None, seen=self._snapshot)
+        snap = self._snapshot
+        if snap is None:
+            raise ProviderUnavailable("The token signing keys are temporarily unavailable.", reason="no_keys")
+        return snap
+
+    # -- single flight ----------------------------------------------------------------------------------
+
+    def _may_start(self, forced: bool | None, seen: KeySet | None, now: float) -> bool:
+        """Whether a new fetch may start now (called with the lock held). ``forced``: ``True`` for an unknown
+        kid, ``False`` for a stale or missing snapshot, ``None`` for an explicit refresh."""
+        snap = self._snapshot
+        if snap is not seen and snap is not None:
+            return False  # someone refreshed since the caller looked: use that
+        if snap is None or forced is None:
+            return self._last_failure is None or now - self._last_failure >= _FAILURE_BACKOFF
+        if forced:
+            if self._last_forced is not None and now - self._last_forced < self._cooldown:
+                return False
+            self._last_forced = now
+            return True
+        # Scheduled refresh of a stale snapshot; after a failure, retry once per cooldown.
+        return now - snap.fetched_at >= self._interval and (
+            self._last_attempt is None or now - self._last_attempt >= self._cooldown
+        )
+
+    def _begin(
+        self, forced: bool | None, seen: KeySet | None, aevent: anyio.Event | None
+    ) -> tuple[_Flight | None, bool]:
+        """``(flight, lead)``: the flight to lead or join, or ``(None, False)`` when no refresh may run."""
+        with self._lock:
+            flight = self._flight
+            if flight is not None:
+                return flight, False
+            if not self._may_start(forced, seen, self._clock.monotonic()):
+                return None, False
+            flight = self._flight = _Flight(aevent)
+            return flight, True
+
+    def _end(self, flight: _Flight, loaded: _Loaded | None, failure: str | None) -> None:
+        now = self._clock.monotonic()
+        with self._lock:
+            if loaded is not None:
+                self._install(loaded, now)
+            elif failure is not None:
+                self._last_failure = now
+            if loaded is not None or failure is not None:
+                self._last_attempt = now
+            self._flight = None
+        flight.done.set()
+        if flight.aevent is not None:
+            flight.aevent.set()
+        if failure is not None:
+            snap = self._snapshot
+            logger.warning(
+                "signing key refresh failed url=%s reason=%s keeping=%d keys",
+                self._metadata_url,
+                failure,
+                len(snap.keys) if snap is not None else 0,
+            )
+
+    def _install(self, loaded: _Loaded, now: float) -> None:
+        self._generation += 1
+        if loaded.issuer_v1 is not None:
+            self._issuer_v1 = loaded.issuer_v1
+        issuer_v1 = self._issuer_v1 or "https://sts.windows.net/{tenantid}/"
+        self._snapshot = KeySet(
+            keys=loaded.keys,
+            generation=self._generation,
+            fetched_at=now,
+            jwks_uri=loaded.jwks_uri,
+            metadata_issuer=loaded.metadata_issuer,
+            issuer_v2=loaded.issuer_v2,
+            issuer_v1=issuer_v1,
+            tenant_id=loaded.tenant_id,
+        )
+        self._last_failure = None
+        logger.info(
+            "signing keys refreshed url=%s keys=%d kids=%s generation=%d",
+            loaded.jwks_uri,
+            len(loaded.keys),
+            ",".join(sorted(loaded.keys)),
+            self._generation,
+        )
+
+    def _sync_refresh(self, *, forced: bool | None, seen: KeySet | None) -> None:
+        flight, lead = self._begin(forced, seen, None)
+        if flight is None:
+            return
+        if not lead:
+            if flight.aevent is not None and flight.thread == threading.get_ident():
+                # An async refresh is running on this very thread's event loop: blocking would deadlock it.
+                return
+            flight.done.wait(self._wait_timeout)
+            return
+        loaded: _Loaded | None = None
+        failure: str | None = None
+        try:
+            loaded = self._run(self._flow())
+        except (_FetchFailed, _BadDocument) as exc:
+            failure = str(exc)
+        finally:
+            self._end(flight, loaded, failure)
+
+    async def _async_refresh(self, *, forced: bool | None, seen: KeySet | None) -> None:
+        flight, lead = self._begin(forced, seen, anyio.Event())
+        if flight is None:
+            return
+        if not lead:
+            if flight.aevent is not None and flight.thread == threading.get_ident():
+                with anyio.move_on_after(self._wait_timeout):
+                    await flight.aevent.wait()
+                return
+            # The leader is a thread, or a task on another loop: poll its threading.Event.
+            with anyio.move_on_after(self._wait_timeout):
+                # An anyio.Event cannot be set from another thread without blocking it, so poll.
+                while not flight.done.is_set():  # noqa: ASYNC110
+                    await anyio.sleep(_POLL_INTERVAL)
+            return
+        loaded: _Loaded | None = None
+        failure: str | None = None
+        try:
+            with anyio.fail_after(self._fetch_deadline):
+                loaded = await self._arun(self._flow())
+        except (_FetchFailed, _BadDocument) as exc:
+            failure = str(exc)
+        except TimeoutError:
+            failure = "timed out"
+        finally:
+            # Cancellation leaves both unset: not a provider failure, just released.
+            self._end(flight, loaded, failure)
+
+    # -- the fetch, written once ------------------------------------------------------------------------
+
+    def _flow(self) -> _Flow:
+        jwks_uri, issuer = parse_metadata((yield self._metadata_url))
+        keys = parse_jwks((yield jwks_uri))
+        tenant = self._configured_tenant
+        if tenant is not None and not self._tenant_is_guid:
+            # A domain was configured: the tenant GUID is the one the metadata issuer names (spec §4.2).
+            found = _GUID.search(issuer or "")
+            if found is None:
+                raise _BadDocument("metadata issuer names no tenant id")
+            tenant = found.group(0).lower()
+        if issuer is None:
+            if tenant is None:
+                raise _BadDocument("metadata has no issuer")
+            issuer = f"{self._config.instance}{tenant}/v2.0"
+        issuer_v1: str | None = None
+        if self._issuer_v1 is None:
+            try:
+                _, v1 = parse_metadata((yield self._metadata_v1_url))
+            except (_FetchFailed, _BadDocument):
+                v1 = None
+            issuer_v1 = _template(v1, tenant) if v1 is not None else None
+        return _Loaded(
+            keys=keys,
+            jwks_uri=jwks_uri,
+            metadata_issuer=issuer,
+            issuer_v2=_template(issuer, tenant),
+            issuer_v1=issuer_v1,
+            tenant_id=tenant,
+        )
+
+    def _run(self, flow: _Flow) -> _Loaded:
+        url = next(flow)
+        while True:
+            try:
+                body = self._get(url)
+            except _FetchFailed as exc:
+                send_exc: _FetchFailed | None = exc
+            else:
+                send_exc = None
+            try:
+                url = flow.throw(send_exc) if send_exc is not None else flow.send(body)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+    async def _arun(self, flow: _Flow) -> _Loaded:
+        url = next(flow)
+        while True:
+            try:
+                body = await self._aget(url)
+            except _FetchFailed as exc:
+                send_exc: _FetchFailed | None = exc
+            else:
+                send_exc = None
+            try:
+                url = flow.throw(send_exc) if send_exc is not None else flow.send(body)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+    def _check(self, url: str) -> None:
+        try:
+            self._http.check_url(url, what="jwks_uri" if url != self._metadata_url else "metadata")
+        except ConfigurationError:
+            raise _FetchFailed(f"refused non-https URL {url[:200]!r}") from None
+
+    @staticmethod
+    def _check_response(response: httpx2.Response, url: str) -> None:
+        if response.status_code != 200:
+            raise _FetchFailed(f"HTTP {response.status_code} from {url[:200]}")
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_DOCUMENT_BYTES:
+            raise _FetchFailed(f"document too large from {url[:200]}")
+
+    def _get(self, url: str) -> bytes:
+        self._check(url)
+        deadline = time.monotonic() + self._fetch_deadline
+        try:
+            with self._http.client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+                self._check_response(response, url)
+                chunks: list[bytes] = []
+                total = 0
+                for chunk in response.iter_bytes():
+                    total += len(chunk)
+                    if total > MAX_DOCUMENT_BYTES or time.monotonic() > deadline:
+                        raise _FetchFailed(f"document too large or too slow from {url[:200]}")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:
+            raise _FetchFailed(f"{type(exc).__name__} from {url[:200]}") from None
+
+    async def _aget(self, url: str) -> bytes:
+        self._check(url)
+        try:
+            stream = self._http.aclient.stream("GET", url, headers={"Accept": "application/json"})
+            async with stream as response:
+                self._check_response(response, url)
+                chunks: list[bytes] = []
+                total = 0
+                async for chunk in response.aiter_bytes():
+                    total += len(chunk)
+                    if total > MAX_DOCUMENT_BYTES:
+                        raise _FetchFailed(f"document too large from {url[:200]}")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:
+            raise _FetchFailed(f"{type(exc).__name__} from {url[:200]}") from None

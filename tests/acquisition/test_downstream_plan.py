@@ -1,0 +1,243 @@
+"""Which token ``Downstream`` asks for (spec §1.4, §3.9): flow, scopes, tenant, agent arguments. The token
+cache records the ``TokenRequest``; the flows themselves run end to end in ``test_downstream_flows.py``."""
+
+from __future__ import annotations
+
+import pytest
+
+from entra_mw import ConfigurationError, DownstreamApi, EntraAuth, Principal
+from entra_mw._acquisition._types import TokenRequest
+from entra_mw._downstream import DownstreamRequestError
+
+from ._recording import AGENT, CLIENT, OTHER_TENANT, TENANT, USER_OID, RecordingCache, make_auth
+
+CALLER_TID = "33333333-4444-4555-8666-777777777777"
+APIS = {
+    "graph": DownstreamApi(base_url="https://graph.microsoft.com/v1.0/", scopes=("User.Read", "Mail.Read")),
+    "weather": DownstreamApi(base_url="https://weather.example/", scopes=("api://weather/.default",)),
+    "apponly": DownstreamApi(
+        base_url="https://apponly.example/",
+        scopes=("api://apponly/.default", "ignored"),
+        request_app_token=True,
+    ),
+    "pinned": DownstreamApi(base_url="https://pinned.example/", scopes=("api://p/.default",), tenant=OTHER_TENANT),
+    "noscopes": DownstreamApi(base_url="https://none.example/"),
+}
+
+
+def caller(tid: str | None = CALLER_TID) -> Principal:
+    claims = {"oid": USER_OID, "sub": "s", "scp": "access_as_user", "azp": "client"}
+    if tid is not None:
+        claims["tid"] = tid
+    return Principal(claims)
+
+
+def last(cache: RecordingCache) -> TokenRequest:
+    return cache.requests[-1]
+
+
+@pytest.fixture
+def cache() -> RecordingCache:
+    return RecordingCache()
+
+
+@pytest.fixture
+def auth(cache: RecordingCache) -> EntraAuth:
+    return make_auth(APIS, cache)
+
+
+def test_no_caller_means_app_token_with_first_scope(auth: EntraAuth, cache: RecordingCache) -> None:
+    header = auth.downstream().authorization_header("weather")
+    assert header == "Bearer downstream-token-1"
+    req = last(cache)
+    assert req.flow == "app"
+    assert req.scopes == ("api://weather/.default",)
+    assert req.tenant == TENANT
+    assert req.client_id == CLIENT
+    assert req.user_assertion is None
+    assert req.agent_id is None
+
+
+def test_caller_token_means_obo_in_the_callers_tenant(auth: EntraAuth, cache: RecordingCache) -> None:
+    auth.downstream(caller(), "user-token").authorization_header("graph")
+    req = last(cache)
+    assert req.flow == "obo"
+    assert req.user_assertion == "user-token"
+    assert req.scopes == ("Mail.Read", "User.Read")
+    assert req.tenant == CALLER_TID
+
+
+def test_obo_without_tid_uses_the_configured_tenant(auth: EntraAuth, cache: RecordingCache) -> None:
+    auth.downstream(caller(tid=None), "user-token").authorization_header("graph")
+    assert last(cache).tenant == TENANT
+    auth.downstream(None, "user-token").authorization_header("graph")
+    assert last(cache).tenant == TENANT
+
+
+def test_app_flag_and_request_app_token_force_the_app_path(auth: EntraAuth, cache: RecordingCache) -> None:
+    downstream = auth.downstream(caller(), "user-token")
+    downstream.authorization_header("weather", app=True)
+    assert last(cache).flow == "app"
+    assert last(cache).user_assertion is None
+    assert last(cache).tenant == TENANT
+    downstream.authorization_header("apponly")
+    assert last(cache).flow == "app"
+    assert last(cache).scopes == ("api://apponly/.default",)
+
+
+def test_tenant_precedence(auth: EntraAuth, cache: RecordingCache) -> None:
+    downstream = auth.downstream(caller(), "user-token")
+    downstream.authorization_header("pinned", scopes=["User.Read"])
+    assert last(cache).tenant == OTHER_TENANT
+    downstream.authorization_header("pinned", scopes=["User.Read"], tenant="contoso.onmicrosoft.com")
+    assert last(cache).tenant == "contoso.onmicrosoft.com"
+    downstream.authorization_header("weather", app=True, tenant=OTHER_TENANT)
+    assert last(cache).tenant == OTHER_TENANT
+
+
+@pytest.mark.parametrize("tenant", ["common", "organizations", "Organizations", "consumers"])
+def test_meta_tenant_override_is_refused(auth: EntraAuth, tenant: str) -> None:
+    with pytest.raises(ConfigurationError, match="IDW10405"):
+        auth.downstream().authorization_header("weather", tenant=tenant)
+
+
+@pytest.mark.parametrize("tenant", ["../evil", "a b", "", "x" * 300, "evil.example/path", 42])
+def test_malformed_tenant_override_is_refused(auth: EntraAuth, tenant: object) -> None:
+    with pytest.raises(ConfigurationError):
+        auth.downstream().authorization_header("weather", tenant=tenant)  # type: ignore[arg-type]
+
+
+def test_multi_tenant_app_needs_a_real_tenant_for_app_tokens(cache: RecordingCache) -> None:
+    auth = make_auth(APIS, cache, tenant_id="organizations")
+    with pytest.raises(ConfigurationError, match="meta-tenant"):
+        auth.downstream().authorization_header("weather")
+    # OBO runs in the caller's tenant, which is fine.
+    auth.downstream(caller(), "user-token").authorization_header("graph")
+    assert last(cache).tenant == CALLER_TID
+    auth.downstream().authorization_header("weather", tenant=OTHER_TENANT)
+    assert last(cache).tenant == OTHER_TENANT
+
+
+def test_scopes_argument_replaces_configured_scopes(auth: EntraAuth, cache: RecordingCache) -> None:
+    auth.downstream(caller(), "t").authorization_header("graph", scopes="Files.Read openid profile")
+    assert last(cache).scopes == ("Files.Read",)
+    auth.downstream().authorization_header("unconfigured", scopes=["api://x/.default"])
+    assert last(cache).scopes == ("api://x/.default",)
+
+
+def test_missing_scopes_are_a_clear_error(auth: EntraAuth, cache: RecordingCache) -> None:
+    with pytest.raises(ConfigurationError, match="No scopes found for the API 'unknown'"):
+        auth.downstream().authorization_header("unknown")
+    with pytest.raises(ConfigurationError, match="No scopes found for the API 'noscopes'"):
+        auth.downstream().authorization_header("noscopes")
+    with pytest.raises(ConfigurationError, match="No scopes found"):
+        auth.downstream(caller(), "t").authorization_header("graph", scopes=["openid", "offline_access"])
+    assert cache.requests == []
+
+
+def test_app_scope_must_end_in_default(auth: EntraAuth) -> None:
+    with pytest.raises(ConfigurationError, match="IDW10404"):
+        auth.downstream().authorization_header("graph")
+    with pytest.raises(ConfigurationError, match=r"/\.default"):
+        auth.downstream(caller(), "t").authorization_header("graph", app=True)
+
+
+def test_claims_and_force_refresh_are_passed_on(auth: EntraAuth, cache: RecordingCache) -> None:
+    auth.downstream().authorization_header("weather", force_refresh=True)
+    assert last(cache).force_refresh
+    assert last(cache).claims is None
+    auth.downstream().authorization_header("weather", claims='{"access_token":{}}')
+    assert last(cache).claims == '{"access_token":{}}'
+    assert last(cache).force_refresh
+    with pytest.raises(DownstreamRequestError):
+        auth.downstream().authorization_header("weather", claims=" ")
+
+
+# -- agents ------------------------------------------------------------------------------------------------
+
+
+def test_agent_without_caller_is_autonomous(auth: EntraAuth, cache: RecordingCache) -> None:
+    agent = auth.downstream().for_agent(AGENT)
+    agent.authorization_header("weather")
+    req = last(cache)
+    assert req.flow == "agent_app"
+    assert req.agent_id == AGENT
+    assert req.client_id == CLIENT
+    assert req.scopes == ("api://weather/.default",)
+    assert req.user_assertion is None
+
+
+def test_agent_with_caller_is_agent_obo(auth: EntraAuth, cache: RecordingCache) -> None:
+    agent = auth.downstream(caller(), "user-token").for_agent(AGENT.upper())
+    assert agent.agent_id == AGENT
+    assert agent.principal is not None
+    agent.authorization_header("graph")
+    req = last(cache)
+    assert req.flow == "agent_obo"
+    assert req.user_assertion == "user-token"
+    assert req.tenant == CALLER_TID
+    agent.authorization_header("weather", app=True)
+    assert last(cache).flow == "agent_app"
+    assert last(cache).user_assertion is None
+
+
+def test_agent_user_by_username_and_by_id(auth: EntraAuth, cache: RecordingCache) -> None:
+    auth.downstream().for_agent(AGENT, username="agent.user@contoso.com").authorization_header("graph")
+    req = last(cache)
+    assert req.flow == "agent_user"
+    assert req.username == "agent.user@contoso.com"
+    assert req.user_object_id is None
+    assert req.user_assertion is None
+    assert req.tenant == TENANT
+    # A caller token does not turn the agent-user leg into OBO (spec §1.4: it runs before OBO).
+    auth.downstream(caller(), "user-token").for_agent(AGENT, user_id=USER_OID.upper()).authorization_header("graph")
+    req = last(cache)
+    assert req.flow == "agent_user"
+    assert req.user_object_id == USER_OID
+    assert req.username is None
+    assert req.user_assertion is None
+
+
+def test_agent_user_with_app_takes_the_app_path(auth: EntraAuth, cache: RecordingCache) -> None:
+    auth.downstream().for_agent(AGENT, username="u@contoso.com").authorization_header("weather", app=True)
+    assert last(cache).flow == "agent_app"
+    assert last(cache).username is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"username": "u@contoso.com", "user_id": USER_OID}, "mutually exclusive"),
+        ({"user_id": "not-a-guid"}, "valid GUID"),
+        ({"user_id": ""}, "valid GUID"),
+        ({"username": ""}, "non-empty"),
+        ({"username": "a b@contoso.com"}, "whitespace"),
+        ({"username": "a\r\n@contoso.com"}, "whitespace"),
+    ],
+)
+def test_agent_user_argument_errors(auth: EntraAuth, kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(DownstreamRequestError, match=message) as info:
+        auth.downstream().for_agent(AGENT, **kwargs)
+    assert isinstance(info.value, ValueError)
+    assert info.value.status_code == 400
+
+
+@pytest.mark.parametrize("agent_id", ["", "  ", "agent", "../x", 42])
+def test_agent_id_must_be_a_guid(auth: EntraAuth, agent_id: object) -> None:
+    with pytest.raises(DownstreamRequestError, match="GUID"):
+        auth.downstream().for_agent(agent_id)  # type: ignore[arg-type]
+
+
+def test_repr_never_shows_the_token(auth: EntraAuth) -> None:
+    downstream = auth.downstream(caller(), "secret-user-token").for_agent(AGENT)
+    assert "secret-user-token" not in repr(downstream)
+    assert AGENT in repr(downstream)
+
+
+@pytest.mark.anyio
+async def test_async_twin_plans_the_same(auth: EntraAuth, cache: RecordingCache) -> None:
+    header = await auth.downstream(caller(), "t").for_agent(AGENT).aauthorization_header("graph")
+    assert header.startswith("Bearer ")
+    assert last(cache).flow == "agent_obo"
+    header = await auth.downstream().aauthorization_header("weather")
+    assert last(cache).flow == "app"

@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import pytest
+
+from entra_mw import (
+    CertificateCredential,
+    ClientSecret,
+    ConfigurationError,
+    DownstreamApi,
+    EntraConfig,
+    ManagedIdentityAssertion,
+    SignedAssertionFile,
+)
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+CLIENT = "11111111-2222-3333-4444-555555555555"
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {
+        "AzureAd__Instance": "https://login.microsoftonline.com/",
+        "AzureAd__TenantId": TENANT,
+        "AzureAd__ClientId": CLIENT,
+    }
+    env.update(extra)
+    return env
+
+
+def test_minimal_config_normalises_values() -> None:
+    config = EntraConfig(tenant_id="Common", client_id=CLIENT, instance="https://login.microsoftonline.com")
+    assert config.tenant_id == "common"
+    assert config.instance == "https://login.microsoftonline.com/"
+    assert config.is_multi_tenant
+    assert config.authority == "https://login.microsoftonline.com/common"
+    assert config.metadata_url() == "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration"
+    assert config.metadata_url("1.0") == "https://login.microsoftonline.com/common/.well-known/openid-configuration"
+
+
+@pytest.mark.parametrize("tenant", ["", "not a tenant", "consumers", "-bad.example", "a" * 300])
+def test_bad_tenant_is_a_configuration_error(tenant: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        EntraConfig(tenant_id=tenant, client_id=CLIENT)
+    assert info.value.key == "tenant_id"
+
+
+def test_domain_tenant_is_accepted() -> None:
+    assert EntraConfig(tenant_id="contoso.onmicrosoft.com", client_id=CLIENT).tenant_id == "contoso.onmicrosoft.com"
+
+
+def test_bad_algorithms_and_skew() -> None:
+    with pytest.raises(ConfigurationError, match="algorithms"):
+        EntraConfig(tenant_id=TENANT, client_id=CLIENT, algorithms=("HS256",))
+    with pytest.raises(ConfigurationError, match="algorithms"):
+        EntraConfig(tenant_id=TENANT, client_id=CLIENT, algorithms=("none",))
+    with pytest.raises(ConfigurationError, match="clock_skew"):
+        EntraConfig(tenant_id=TENANT, client_id=CLIENT, clock_skew=-1)
+
+
+def test_config_is_frozen_and_hides_secrets() -> None:
+    config = EntraConfig(
+        tenant_id=TENANT,
+        client_id=CLIENT,
+        credentials=[ClientSecret("s3cr3t-value")],
+        redis_url="redis://:pw@localhost/0",
+        cache_encryption_key="k3y",
+    )
+    with pytest.raises(AttributeError):
+        config.tenant_id = "x"  # type: ignore[misc]
+    text = repr(config)
+    assert "s3cr3t-value" not in text
+    assert ":pw@" not in text
+    assert "k3y" not in text
+
+
+def test_from_env_reads_the_sidecar_variables(tmp_path: pytest.TempPathFactory) -> None:
+    env = base_env(
+        AzureAd__Audience="api://weather",
+        AzureAd__TokenValidationParameters__ValidAudiences__0="api://other",
+        AzureAd__TokenValidationParameters__ClockSkew="00:02:00",
+        AzureAd__ExtraQueryParameters__appid=CLIENT,
+        AzureAd__ClientCredentials__0__SourceType="SignedAssertionFilePath",
+        AzureAd__ClientCredentials__1__SourceType="ClientSecret",
+        AzureAd__ClientCredentials__1__ClientSecret="the-secret",
+        AzureAd__ClientCredentials__2__SourceType="SignedAssertionFromManagedIdentity",
+        AzureAd__ClientCredentials__2__ManagedIdentityClientId="mi-client",
+        AzureAd__ClientCredentials__10__SourceType="Path",
+        AzureAd__ClientCredentials__10__CertificateDiskPath="/certs/app.pfx",
+        AzureAd__ClientCredentials__10__CertificatePassword="pfx-pass",
+        DownstreamApis__graph__BaseUrl="https://graph.microsoft.com/v1.0/",
+        DownstreamApis__graph__Scopes__0="User.Read",
+        DownstreamApis__graph__Scopes__1="Mail.Read",
+        DownstreamApis__weather__BaseUrl="https://weather.example.com",
+        DownstreamApis__weather__Scopes="api://weather/.default",
+        DownstreamApis__weather__RequestAppToken="true",
+        DownstreamApis__weather__RelativePath="forecast",
+        DownstreamApis__weather__HttpMethod="post",
+        DownstreamApis__weather__ExtraHeaderParameters__X_Custom="1",
+        Sidecar__AllowOverrides__GetAuthorizationHeaderUnauthenticated="true",
+        TokenCache__RedisConnection="cache.internal:6380,password=p@ss,ssl=true",
+    )
+    config = EntraConfig.from_env(env)
+    assert config.audiences == ("api://weather", "api://other")
+    assert config.clock_skew == 120
+    assert dict(config.extra_query_parameters) == {"appid": CLIENT}
+    assert config.metadata_url().endswith(f"openid-configuration?appid={CLIENT}")
+    kinds = [type(c) for c in config.credentials]
+    assert kinds == [SignedAssertionFile, ClientSecret, ManagedIdentityAssertion, CertificateCredential]
+    mi = config.credentials[2]
+    assert isinstance(mi, ManagedIdentityAssertion) and mi.client_id == "mi-client"
+    graph = config.downstream_apis["graph"]
+    assert graph.scopes == ("User.Read", "Mail.Read")
+    assert not graph.request_app_token
+    weather = config.downstream_apis["weather"]
+    assert weather.scopes == ("api://weather/.default",)
+    assert weather.request_app_token
+    assert weather.http_method == "POST"
+    assert weather.relative_path == "forecast"
+    assert dict(weather.extra_headers) == {"X_Custom": "1"}
+    assert config.redis_url == "rediss://:p%40ss@cache.internal:6380/0"
+    assert config.sidecar_options["AllowOverrides:GetAuthorizationHeaderUnauthenticated"] == "true"
+
+
+def test_from_env_is_case_insensitive_and_accepts_colons() -> None:
+    env = {"azuread:tenantid": TENANT, "AZUREAD__CLIENTID": CLIENT}
+    config = EntraConfig.from_env(env)
+    assert config.tenant_id == TENANT and config.client_id == CLIENT
+
+
+def test_from_env_authority() -> None:
+    env = {"AzureAd__Authority": f"https://login.microsoftonline.us/{TENANT}/v2.0", "AzureAd__ClientId": CLIENT}
+    config = EntraConfig.from_env(env)
+    assert config.instance == "https://login.microsoftonline.us/"
+    assert config.tenant_id == TENANT
+    with pytest.raises(ConfigurationError, match="not both"):
+        EntraConfig.from_env({**env, "AzureAd__TenantId": TENANT})
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"AzureAd__ClientId": CLIENT}, "AzureAd__TenantId"),
+        ({"AzureAd__TenantId": TENANT}, "AzureAd__ClientId"),
+        (base_env(AzureAd__ClientCredentials__0__SourceType="KeyVault"), "AzureAd__ClientCredentials__0__SourceType"),
+        (
+            base_env(AzureAd__ClientCredentials__0__SourceType="StoreWithThumbprint"),
+            "AzureAd__ClientCredentials__0__SourceType",
+        ),
+        (base_env(AzureAd__ClientCredentials__0__SourceType="Bogus"), "AzureAd__ClientCredentials__0__SourceType"),
+        (
+            base_env(AzureAd__ClientCredentials__0__SourceType="ClientSecret"),
+            "AzureAd__ClientCredentials__0__ClientSecret",
+        ),
+        (
+            base_env(AzureAd__ClientCredentials__0__SourceType="Path"),
+            "AzureAd__ClientCredentials__0__CertificateDiskPath",
+        ),
+        (base_env(DownstreamApis__graph__Scopes__0="x"), "DownstreamApis__graph__BaseUrl"),
+        (base_env(AzureAd__SendX5C="maybe"), "AzureAd__SendX5C"),
+        (
+            base_env(AzureAd__TokenValidationParameters__ClockSkew="soon"),
+            "AzureAd__TokenValidationParameters__ClockSkew",
+        ),
+    ],
+)
+def test_from_env_errors_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        EntraConfig.from_env(env)
+    assert info.value.key == key
+    assert key.split("__")[-1] in str(info.value) or "KeyVault" in str(info.value) or "store" in str(info.value).lower()
+
+
+def test_unsupported_sources_say_what_to_use_instead() -> None:
+    with pytest.raises(ConfigurationError, match="Base64Encoded"):
+        EntraConfig.from_env(base_env(AzureAd__ClientCredentials__0__SourceType="StoreWithThumbprint"))
+
+
+def test_skipped_credentials_are_ignored() -> None:
+    env = base_env(
+        AzureAd__ClientCredentials__0__SourceType="KeyVault",
+        AzureAd__ClientCredentials__0__Skip="true",
+        AzureAd__ClientCredentials__1__SourceType="ClientSecret",
+        AzureAd__ClientCredentials__1__ClientSecret="x",
+    )
+    assert [type(c) for c in EntraConfig.from_env(env).credentials] == [ClientSecret]
+
+
+def test_from_mapping() -> None:
+    config = EntraConfig.from_mapping(
+        {
+            "TENANT_ID": TENANT,
+            "client_id": CLIENT,
+            "audiences": ["api://weather"],
+            "credentials": [{"client_secret": "x"}, {"SourceType": "SignedAssertionFilePath"}],
+            "downstream_apis": {"graph": {"base_url": "https://graph.microsoft.com/v1.0", "scopes": ["User.Read"]}},
+        }
+    )
+    assert config.audiences == ("api://weather",)
+    assert [type(c) for c in config.credentials] == [ClientSecret, SignedAssertionFile]
+    assert config.downstream_apis["graph"].scopes == ("User.Read",)
+    with pytest.raises(ConfigurationError, match="unknown configuration key"):
+        EntraConfig.from_mapping({"tenant_id": TENANT, "client_id": CLIENT, "tenant": "x"})
+    with pytest.raises(ConfigurationError):
+        EntraConfig.from_mapping({"tenant_id": TENANT, "client_id": CLIENT, "downstream_apis": {"g": {"nope": 1}}})
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["", "ftp://x", "https://", "https://h/?q=1", "https://user:pw@h/", "https://h/#frag", "/relative"],
+)
+def test_downstream_api_rejects_bad_base_urls(base_url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        DownstreamApi(base_url=base_url)
+
+
+def test_downstream_api_bad_method() -> None:
+    with pytest.raises(ConfigurationError, match="http_method"):
+        DownstreamApi(base_url="https://h/", http_method="BREW")
+
+
+def test_credentials_validate_themselves() -> None:
+    with pytest.raises(ConfigurationError):
+        ClientSecret("")
+    with pytest.raises(ConfigurationError, match="exactly one"):
+        CertificateCredential()
+    with pytest.raises(ConfigurationError, match="exactly one"):
+        CertificateCredential(path="a", pem="b")
+    assert "pw" not in repr(CertificateCredential(path="a.pfx", password="pw"))
+    with pytest.raises(ConfigurationError, match="AZURE_FEDERATED_TOKEN_FILE"):
+        SignedAssertionFile().resolve_path({})
+    assert SignedAssertionFile().resolve_path({"AZURE_FEDERATED_TOKEN_FILE": "/var/run/t"}) == "/var/run/t"

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import entra_mw
+
+
+def test_all_is_sorted_and_resolvable() -> None:
+    assert entra_mw.__all__ == sorted(entra_mw.__all__)
+    for name in entra_mw.__all__:
+        assert getattr(entra_mw, name) is not None
+
+
+def test_core_imports_no_framework_and_no_msal() -> None:
+    code = (
+        "import sys, entra_mw, entra_mw.asgi, entra_mw.wsgi, entra_mw.errors, entra_mw.credentials\n"
+        "bad = [m for m in ('starlette', 'django', 'flask', 'fastapi', 'mcp', 'msal', 'redis') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_version_lives_in_one_place() -> None:
+    from entra_mw._version import __version__
+
+    assert entra_mw.__version__ == __version__
