@@ -16,7 +16,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -97,6 +97,9 @@ class _TracingTransport(httpx2.BaseTransport):
     def __init__(self, inner: httpx2.BaseTransport, trace: _Trace) -> None:
         self._inner = inner
         self._trace = trace
+
+    def close(self) -> None:
+        self._inner.close()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         is_token = request.method == "POST" and request.url.path.endswith("/token")
@@ -192,7 +195,13 @@ def _weather_api(auth: EntraAuth, required: Requirement, verdicts: list[str], tm
     key_path.touch(mode=0o600)
     key_path.write_bytes(material.key_pem)
     (tmp / "api-ca.pem").write_bytes(material.ca_pem)
-    app = Starlette(routes=[Route("/weatherforecast", forecast)])
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await auth.astartup()  # fetch metadata and keys before serving
+        yield
+        await auth.aclose()  # the async client lives in this event loop: close it here
+
+    app = Starlette(routes=[Route("/weatherforecast", forecast)], lifespan=lifespan)
     app.add_middleware(EntraMiddleware, auth=auth, requirement=required)
     port = _free_port()
     config = uvicorn.Config(
@@ -201,7 +210,7 @@ def _weather_api(auth: EntraAuth, required: Requirement, verdicts: list[str], tm
         port=port,
         log_level="warning",
         access_log=False,
-        lifespan="off",
+        lifespan="on",
         ssl_certfile=str(tmp / "api-cert.pem"),
         ssl_keyfile=str(key_path),
     )

@@ -23,7 +23,7 @@ def run_emulator(
 
     fake = FakeEntra()
     scenario = fake.quickstart()
-    served = fake.serve(port=port) if port else fake.serve()
+    served = fake.serve(port=port)
     try:
         lines = [
             "# FakeEntra emulator settings (a local fake directory; these secrets are worthless elsewhere)",

@@ -261,9 +261,9 @@ def test_assertion_callback_with_and_without_context(
 
     calls: list[int] = []
 
-    def no_args() -> bytes:
+    def no_args() -> str:
         calls.append(1)
-        return k8s.mint(SUBJECT, EXCHANGE).encode()
+        return k8s.mint(SUBJECT, EXCHANGE) + "\n"
 
     assert_blueprint_token(fake_entra, scn, make(AssertionCallback(no_args)).fetch(app_request(scn)).token)
     assert calls == [1]
@@ -328,6 +328,9 @@ def test_managed_identity_error_is_acquisition_error(
     with pytest.raises(TokenAcquisitionError, match="managed identity") as info:
         acquirer.fetch(app_request(scn))
     assert info.value.error == "invalid_request"
+    assert info.value.http_status == 400
+    assert info.value.status_code == 503
+    assert fake_entra.request_count("token") == 0  # a 400 from IMDS is not retried
 
 
 # -- several credentials (spec §2.2) ------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def acquirer(fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario) -> Acq
     config = EntraConfig(
         tenant_id=scn.tenant.tenant_id,
         client_id=scn.blueprint.app_id,
-        credentials=[ClientSecret(scn.blueprint_secret)],
+        credentials=(ClientSecret(scn.blueprint_secret),),
     )
     return Acquirer(config, HttpSeam(transport=fake_entra.transport), fake_clock)
 

@@ -169,7 +169,11 @@ def test_domain_tenant_takes_guid_from_metadata(fake_entra: FakeEntra, make_auth
 def test_wrong_issuer(fake_entra: FakeEntra, auth: EntraAuth) -> None:
     s = fake_entra.quickstart()
     tid = s.tenant.tenant_id
-    for iss in (f"https://evil.example/{tid}/v2.0", f"https://login.microsoftonline.com/{tid}/v2.0/x", f"https://sts.windows.net/{tid}"):
+    for iss in (
+        f"https://evil.example/{tid}/v2.0",
+        f"https://login.microsoftonline.com/{tid}/v2.0/x",
+        f"https://sts.windows.net/{tid}",
+    ):
         token = fake_entra.app_token(s.client, resource=s.api, extra_claims={"iss": iss})
         assert reason(auth, token) == "bad_issuer", iss
     assert reason(auth, fake_entra.app_token(s.client, resource=s.api, extra_claims={"iss": None})) == "bad_issuer"
@@ -310,8 +314,9 @@ def _claims(fake: FakeEntra) -> dict[str, Any]:
 
 
 def test_alg_confusion_hs256_with_public_key(fake_entra: FakeEntra, auth: EntraAuth) -> None:
-    forged = fake_entra.mint_raw({"alg": "HS256", "typ": "JWT", "kid": fake_entra.current_kid}, _claims(fake_entra),
-                                 alg="HS256")
+    forged = fake_entra.mint_raw(
+        {"alg": "HS256", "typ": "JWT", "kid": fake_entra.current_kid}, _claims(fake_entra), alg="HS256"
+    )
     assert reason(auth, forged) == "bad_algorithm"
 
 
@@ -358,8 +363,16 @@ def test_embedded_jwk_is_never_trusted(fake_entra: FakeEntra, auth: EntraAuth) -
     assert reason(auth, unsigned) == "bad_signature"
 
 
-@pytest.mark.parametrize("header", [{"alg": "RS256"}, {"alg": "RS256", "kid": ""}, {"alg": "RS256", "kid": 7},
-                                    {"alg": "RS256", "kid": "k\n"}, {"alg": "RS256", "kid": "k" * 300}])
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "RS256"},
+        {"alg": "RS256", "kid": ""},
+        {"alg": "RS256", "kid": 7},
+        {"alg": "RS256", "kid": "k\n"},
+        {"alg": "RS256", "kid": "k" * 300},
+    ],
+)
 def test_kid_required(fake_entra: FakeEntra, auth: EntraAuth, header: dict[str, Any]) -> None:
     assert reason(auth, fake_entra.mint_raw(header, _claims(fake_entra))) == "bad_header"
 

@@ -327,12 +327,14 @@ class ManagedIdentitySource:
             return token
         error = result.get("error") if isinstance(result, dict) else None
         description = result.get("error_description") if isinstance(result, dict) else None
-        logger.warning("managed identity token refused: error=%s", error)
+        exchange = self._http.last_exchange()
+        status = exchange.status if exchange is not None and exchange.status >= 400 else 502
+        logger.warning("managed identity token refused: error=%s http_status=%s", error, status)
         raise TokenAcquisitionError(
             "The managed identity could not get a token for the client assertion"
             + (f": {str(description).splitlines()[0][:200]}" if description else ""),
             error=str(error) if error else "managed_identity_error",
-            http_status=502,
+            http_status=status,
             status_code=503,
         )
 

@@ -69,14 +69,10 @@ class RedisStore:
             raise ConfigurationError("redis_url needs redis-py: install entra-mw[redis]", key="redis_url")
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError(
-                "redis_url must be a redis://, rediss:// or unix:// URL", key="redis_url"
-            )
+            raise ConfigurationError("redis_url must be a redis://, rediss:// or unix:// URL", key="redis_url")
         self._url = url
         # Logged instead of the URL, which may carry a password.
-        self._where = (
-            f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.scheme != "unix" else "unix"
-        )
+        self._where = f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.scheme != "unix" else "unix"
         self._prefix = prefix
         self._aead: AESGCM | None = _aead(encryption_key) if encryption_key else None
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -210,9 +206,7 @@ class RedisStore:
 
             with self._lock:
                 if self._client is None:
-                    self._client = redis.Redis.from_url(
-                        self._url, retry=Retry(NoBackoff(), 0), **self._options()
-                    )
+                    self._client = redis.Redis.from_url(self._url, retry=Retry(NoBackoff(), 0), **self._options())
                 client = self._client
         return client
 

@@ -318,11 +318,7 @@ class TokenCache:
         now = self._clock.time()
         with self._lock:
             entry = self._l1.get(key)
-            if (
-                entry is None
-                or now >= entry.usable_until
-                or (entry.refresh_at is not None and now >= entry.refresh_at)
-            ):
+            if entry is None or now >= entry.usable_until or (entry.refresh_at is not None and now >= entry.refresh_at):
                 return None
             self._l1.move_to_end(key)
             self._hits += 1
@@ -364,9 +360,7 @@ class TokenCache:
                         counted = True
                     flight = self._flights.get(fkey)
                     if flight is None:
-                        flight = self._flights[fkey] = _Flight(
-                            fkey, thread, make_event() if make_event else None
-                        )
+                        flight = self._flights[fkey] = _Flight(fkey, thread, make_event() if make_event else None)
                     elif flight.thread == thread and (make_event is None or not flight.is_async):
                         # Waiting would deadlock: a sync caller on the loop thread of an async owner, or a
                         # fetch that asks for its own key. Fetch without the flight instead.
@@ -394,9 +388,7 @@ class TokenCache:
                     now = self._clock.time()
                     entry = self._entry(shared, now)
                     # A refresh only takes a token from L2 that is not itself due (another replica refreshed).
-                    if entry is not None and (
-                        stale is None or entry.refresh_at is None or now < entry.refresh_at
-                    ):
+                    if entry is not None and (stale is None or entry.refresh_at is None or now < entry.refresh_at):
                         self._store(key, entry)
                         with self._lock:
                             self._l2_hits += 1
@@ -424,9 +416,7 @@ class TokenCache:
             self._finish(flight, None, exc)
             raise
 
-    def _refresh_failed(
-        self, req: TokenRequest, stale: _Entry, flight: _Flight | None, exc: Exception
-    ) -> AccessToken:
+    def _refresh_failed(self, req: TokenRequest, stale: _Entry, flight: _Flight | None, exc: Exception) -> AccessToken:
         stale.retry_at = self._clock.monotonic() + self._retry
         # Callers waiting on this flight came because they found no usable token: they get the error.
         self._finish(flight, None, exc)
@@ -458,9 +448,7 @@ class TokenCache:
         if left <= 0:
             return None
         usable_until = token.expires_on - min(self._margin, left / 2)
-        refresh_at = (
-            token.refresh_on if token.refresh_on is not None and token.refresh_on < usable_until else None
-        )
+        refresh_at = token.refresh_on if token.refresh_on is not None and token.refresh_on < usable_until else None
         return _Entry(token, usable_until, refresh_at)
 
     def _store(self, key: str, entry: _Entry) -> None:
@@ -470,9 +458,7 @@ class TokenCache:
             while len(self._l1) > self._max:
                 self._l1.popitem(last=False)
 
-    def _finish(
-        self, flight: _Flight | None, token: AccessToken | None, error: BaseException | None = None
-    ) -> None:
+    def _finish(self, flight: _Flight | None, token: AccessToken | None, error: BaseException | None = None) -> None:
         if flight is None or flight.done.is_set():
             return
         with self._lock:

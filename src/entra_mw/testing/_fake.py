@@ -942,8 +942,8 @@ class FakeEntra:
             raise httpx2.ConnectError("FakeEntra: connection failed (injected outage)", request=request)
         return plan.respond()
 
-    def serve(self) -> ServedFakeEntra:
-        """Serve this FakeEntra over HTTPS on ``127.0.0.1`` (a random port); use as a context manager.
+    def serve(self, *, port: int = 0) -> ServedFakeEntra:
+        """Serve this FakeEntra over HTTPS on ``127.0.0.1`` (``port=0``: a free one); use as a context manager.
 
         Example::
 
@@ -953,7 +953,7 @@ class FakeEntra:
         """
         from ._serve import ServedFakeEntra
 
-        served = ServedFakeEntra(self)
+        served = ServedFakeEntra(self, port=port)
         with self.lock:
             self._served.append(served)
         return served

@@ -38,12 +38,12 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, fake: FakeEntra, context: ssl.SSLContext) -> None:
+    def __init__(self, fake: FakeEntra, context: ssl.SSLContext, port: int = 0) -> None:
         self.fake = fake
         self.context = context
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = super().get_request()
@@ -154,7 +154,7 @@ class ServedFakeEntra:
                 client.get(f"{served.base_url}common/discovery/keys")
     """
 
-    def __init__(self, fake: FakeEntra) -> None:
+    def __init__(self, fake: FakeEntra, *, port: int = 0) -> None:
         material = tls_material(("127.0.0.1", "localhost"))
         self._tmpdir = tempfile.mkdtemp(prefix="fake-entra-")
         tmp = Path(self._tmpdir)
@@ -166,7 +166,7 @@ class ServedFakeEntra:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(tmp / "server.pem", key_path)
-        self._server = _Server(fake, context)
+        self._server = _Server(fake, context, port)
         self.port: int = self._server.server_address[1]
         self.base_url = f"https://127.0.0.1:{self.port}/"
         self.ca_file = str(tmp / "ca.pem")
