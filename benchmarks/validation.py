@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -315,48 +316,83 @@ def _python_load(port: int, token: str, duration: float, connections: int) -> fl
 @dataclass
 class LoadResult:
     tool: str
-    bare: float
+    bare: float  # best req/s over the bursts
     protected: float
+    bare_median: float
+    protected_median: float
+    bare_cpu_us: float  # server CPU time per request (user + system), median over the bursts
+    protected_cpu_us: float
+    bursts: int
 
     @property
     def ratio(self) -> float:
         return self.protected / self.bare if self.bare else 0.0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux); 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_server(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+    port = free_port()
+    token_file = tmp / f"{kind}.token"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--token-file", str(token_file)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")},
+    )
+    try:
+        return proc, port, _wait_ready(port, token_file, proc)
+    except BaseException:
+        proc.terminate()
+        proc.wait(10)
+        raise
+
+
 def bench_uvicorn(*, duration: float, rounds: int, connections: int = 16, tool: str | None = None) -> LoadResult:
-    """Best req/s over ``rounds`` of ``duration`` seconds each; ``tool`` is ``"wrk"`` (default when installed)
-    or ``"python"``."""
+    """Both servers run side by side; ``rounds`` bursts of ``duration`` seconds alternate between them (the
+    order flips each round) so that drift and noisy neighbours hit both alike. ``tool`` is ``"wrk"`` (the
+    default when installed) or ``"python"``."""
     if tool is None:
         tool = "wrk" if shutil.which("wrk") else "python"
     load = _wrk if tool == "wrk" else _python_load
-    best = {"bare": 0.0, "protected": 0.0}
+    seconds = max(1, round(duration)) if tool == "wrk" else duration
+    rates: dict[str, list[float]] = {"bare": [], "protected": []}
+    cpu: dict[str, list[float]] = {"bare": [], "protected": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(rounds):
+        servers = {}
+        try:
             for kind in ("bare", "protected"):
-                port = free_port()
-                token_file = Path(tmp) / f"{kind}.token"
-                token_file.unlink(missing_ok=True)
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--serve",
-                        kind,
-                        "--port",
-                        str(port),
-                        "--token-file",
-                        str(token_file),
-                    ],
-                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")},
-                )
-                try:
-                    token = _wait_ready(port, token_file, proc)
-                    load(port, token, min(1.0, duration), connections)  # warm-up
-                    best[kind] = max(best[kind], load(port, token, duration, connections))
-                finally:
-                    proc.terminate()
-                    proc.wait(10)
-    return LoadResult(tool=tool, bare=best["bare"], protected=best["protected"])
+                servers[kind] = _start_server(kind, Path(tmp))
+            for _, port, token in servers.values():
+                load(port, token, min(1.0, duration), connections)  # warm-up
+            for i in range(rounds):
+                for kind in ("bare", "protected") if i % 2 == 0 else ("protected", "bare"):
+                    proc, port, token = servers[kind]
+                    before = _cpu_seconds(proc.pid)
+                    rate = load(port, token, duration, connections)
+                    used = _cpu_seconds(proc.pid) - before
+                    rates[kind].append(rate)
+                    if rate > 0:
+                        cpu[kind].append(used / (rate * seconds))
+        finally:
+            for proc, _, _ in servers.values():
+                proc.terminate()
+                proc.wait(10)
+    return LoadResult(
+        tool=tool,
+        bare=max(rates["bare"]),
+        protected=max(rates["protected"]),
+        bare_median=statistics.median(rates["bare"]),
+        protected_median=statistics.median(rates["protected"]),
+        bare_cpu_us=statistics.median(cpu["bare"] or [0.0]) * 1e6,
+        protected_cpu_us=statistics.median(cpu["protected"] or [0.0]) * 1e6,
+        bursts=rounds,
+    )
 
 
 # -- report ----------------------------------------------------------------------------------------------
@@ -426,13 +462,17 @@ class Report:
             parts.append(
                 "\n".join(
                     [
-                        f"uvicorn (one worker, `h11`), load from {tool} on the same machine, best of rounds:",
+                        f"uvicorn (one worker, `h11`), load from {tool} on the same machine; both servers run "
+                        f"side by side and {self.load.bursts} alternating bursts each are measured:",
                         "",
-                        "| app | req/s |",
-                        "|---|---|",
-                        f"| bare Starlette | {self.load.bare:,.0f} |",
-                        f"| Starlette + `EntraMiddleware` (valid token, cache hit) | {self.load.protected:,.0f} |",
-                        f"| ratio | {self.load.ratio:.3f} |",
+                        "| app | req/s (best burst) | req/s (median) | server CPU per request (median) |",
+                        "|---|---|---|---|",
+                        f"| bare Starlette | {self.load.bare:,.0f} | {self.load.bare_median:,.0f} |"
+                        f" {self.load.bare_cpu_us:.0f} µs |",
+                        f"| Starlette + `EntraMiddleware` (valid token, cache hit) | {self.load.protected:,.0f} |"
+                        f" {self.load.protected_median:,.0f} | {self.load.protected_cpu_us:.0f} µs |",
+                        f"| ratio | {self.load.ratio:.3f} |"
+                        f" {self.load.protected_median / self.load.bare_median:.3f} | |",
                     ]
                 )
             )
@@ -470,7 +510,7 @@ def run(*, quick: bool, uvicorn: bool = True) -> Report:
             mw = bench_middleware(bench, number=20_000, repeat=9)
     finally:
         bench.close()
-    load = bench_uvicorn(duration=1.0 if quick else 5.0, rounds=1 if quick else 2) if uvicorn else None
+    load = bench_uvicorn(duration=1.0 if quick else 3.0, rounds=2 if quick else 8) if uvicorn else None
     return Report(raw=raw, cold=cold, hit=hit, middleware=mw, load=load)
 
 

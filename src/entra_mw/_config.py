@@ -82,7 +82,7 @@ class DownstreamApi:
     """
 
     base_url: str
-    scopes: tuple[str, ...] = ()
+    scopes: Sequence[str] = ()
     request_app_token: bool = False
     relative_path: str = ""
     http_method: str = "GET"
@@ -152,11 +152,11 @@ class EntraConfig:
     tenant_id: str
     client_id: str
     instance: str = "https://login.microsoftonline.com/"
-    audiences: tuple[str, ...] = ()
-    valid_issuers: tuple[str, ...] = ()
-    allowed_tenants: tuple[str, ...] | None = None
+    audiences: Sequence[str] = ()
+    valid_issuers: Sequence[str] = ()
+    allowed_tenants: Sequence[str] | None = None
     clock_skew: int = 300
-    algorithms: tuple[str, ...] = ("RS256",)
+    algorithms: Sequence[str] = ("RS256",)
     allow_acl_authorization: bool = False
     extra_query_parameters: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     max_token_bytes: int = 16 * 1024
@@ -166,7 +166,7 @@ class EntraConfig:
     validated_token_cache_size: int = 10_000
     validated_token_cache_ttl: float = 300.0
     # Acquisition
-    credentials: tuple[Credential, ...] = ()
+    credentials: Sequence[Credential] = ()
     send_x5c: bool = False
     downstream_apis: Mapping[str, DownstreamApi] = field(default_factory=lambda: MappingProxyType({}))
     token_cache_size: int = 100_000
@@ -225,7 +225,7 @@ class EntraConfig:
         )
         creds = self.credentials
         if isinstance(creds, CREDENTIAL_TYPES):
-            creds = (creds,)  # type: ignore[assignment]
+            creds = (creds,)
         creds = tuple(creds)
         for cred in creds:
             if not isinstance(cred, CREDENTIAL_TYPES):

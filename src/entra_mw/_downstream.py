@@ -463,7 +463,7 @@ class Downstream:
     ) -> TokenRequest:
         wanted = sequence_of(scopes) if scopes is not None else ()
         if not wanted and api is not None:
-            wanted = api.scopes
+            wanted = tuple(api.scopes)
         if not wanted:
             raise ConfigurationError(
                 f"No scopes found for the API '{name}': configure DownstreamApi.scopes or pass scopes=",

@@ -1,35 +1,26 @@
-"""The signing-key store: OpenID metadata and JWKS for the configured authority, shared by sync and async
-callers.
+"""The signing-key store: metadata and JWKS for the configured authority, shared by sync and async callers.
 
 What it guarantees (DESIGN §5, spec §4.1 and §4.5):
 
-* keys come only from the configured v2 metadata's ``jwks_uri`` (with ``ExtraQueryParameters`` such as
-  ``?appid=``
-  for app-specific keys); https only unless a test transport is injected; no redirects; bodies capped at 1
-  MiB;
+* keys come only from the configured v2 metadata's ``jwks_uri`` (``ExtraQueryParameters`` such as
+  ``?appid=`` select app-specific keys); https only unless a test transport is injected; no redirects;
+  documents capped at 1 MiB;
 * automatic refresh every ``jwks_refresh_interval`` (12 h); an unknown ``kid`` triggers a refresh at most
-  once per
-  ``jwks_refresh_cooldown`` (5 min; the first one is immediate, as Wilson's ``RequestRefresh``), and a
-  bounded LRU
-  negative cache answers repeated unknown kids without even taking a lock;
+  once per ``jwks_refresh_cooldown`` (5 min; the first is immediate, as Wilson's ``RequestRefresh``), and a
+  bounded LRU negative cache answers repeated unknown kids without taking a lock;
 * single flight: however many threads and tasks need a refresh at once, one fetch runs and the others wait
-  for it
-  (threads on an ``Event``; tasks on the leader's ``anyio.Event`` when the leader runs on their loop,
-  otherwise by
-  polling, so sync and async callers may coexist on either anyio backend);
+  for it (threads on an ``Event``; tasks on the leader's ``anyio.Event`` when the leader runs on their
+  loop, otherwise by polling), so sync and async callers may coexist on either anyio backend;
 * last-known-good: a failed refresh (network error, non-200, bad JSON, no usable key) never replaces good
-  keys;
-  with no keys at all callers get :class:`~entra_mw.errors.ProviderUnavailable` (503) and the next attempt
-  waits
-  ``_FAILURE_BACKOFF`` seconds.
+  keys; with no keys at all callers get :class:`~entra_mw.errors.ProviderUnavailable` (503), and the next
+  attempt waits ``_FAILURE_BACKOFF`` seconds.
 
-The fetch is written once, as a generator that yields URLs and receives bodies (the sans-IO pattern of httpx's
-auth flows); :meth:`KeyStore._run` and :meth:`KeyStore._arun` drive it with the seam's sync and async clients.
+The fetch is written once, as a generator that yields URLs and receives bodies (the sans-IO shape of
+httpx's auth flows); :meth:`KeyStore._run` and :meth:`KeyStore._arun` drive it with the seam's clients.
 
 Issuers: the v2 issuer comes from the v2 metadata. The v1 issuer (``https://sts.windows.net/{tenantid}/``
-on the
-public cloud) comes from the v1 metadata, fetched once after the first successful refresh; when that document
-cannot be had it is derived as spec §4.2 describes.
+on the public cloud) comes from the v1 metadata, fetched once with the first successful refresh; when that
+document cannot be had, it is derived as spec §4.2 describes (the public-cloud form).
 """
 
 from __future__ import annotations
@@ -181,7 +172,8 @@ def parse_jwks(body: bytes) -> dict[str, SigningKey]:
     for jwk in entries[:_MAX_KEYS]:
         if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
             continue
-        if jwk.get("use", "sig") != "sig" or jwk.get("alg", "RS256") not in _KEY_ALGS:
+        alg = jwk.get("alg", "RS256")
+        if jwk.get("use", "sig") != "sig" or not isinstance(alg, str) or alg not in _KEY_ALGS:
             continue
         kid = _short_str(jwk.get("kid"))
         if kid is None or kid in out:

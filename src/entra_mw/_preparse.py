@@ -1,30 +1,24 @@
-"""The strict token pre-parser: everything a JWS compact token must satisfy before any key is looked up.
+"""The strict token pre-parser: what a JWS compact token must satisfy before any key is looked up.
 
 It runs in front of signature verification and refuses, with :class:`~entra_mw.errors.InvalidToken`,
-anything a
-lenient parser would let through or choke on:
+anything a lenient parser would let through or choke on:
 
 * a size cap (``EntraConfig.max_token_bytes``), ASCII only;
 * exactly three segments (RFC 7515 §7.1); five segments is a JWE (RFC 7516 §9), which Entra access tokens
-  for an
-  API never are;
-* canonical base64url without padding (RFC 7515 §2, RFC 4648 §5): only the URL-safe alphabet, no length ≡ 1
-  (mod 4), and zero padding bits in the last character, so one token has exactly one spelling;
-* JSON (RFC 8259) that is UTF-8, has no duplicate member names (RFC 7515 §5.2 step 4 lets a parser reject
-  them,
-  and we do), no ``NaN``/``Infinity``, bounded nesting;
+  for an API never are;
+* canonical base64url without padding (RFC 7515 §2, RFC 4648 §5): only the URL-safe alphabet, no length
+  ≡ 1 (mod 4), and zero padding bits in the last character, so one token has exactly one spelling;
+* JSON (RFC 8259) that is UTF-8, with no duplicate member names (RFC 7515 §5.2 lets a parser reject them,
+  and we do), no ``NaN``/``Infinity``, and bounded nesting;
 * a header that is an object with ``alg`` in the allowed list and a bounded ``kid``, and none of the
-  headers that
-  would make a verifier fetch or trust a key from the token itself (``jku``, ``x5u``, ``jwk``, ``x5c``: RFC
-  7515
-  §4.1.2-4.1.6) or change how it is processed (``crit`` §4.1.11, ``b64`` RFC 7797, ``enc``/``zip`` JWE);
+  headers that would make a verifier fetch or trust a key carried by the token itself (``jku``, ``x5u``,
+  ``jwk``, ``x5c``: RFC 7515 §4.1.2-4.1.6) or change how it is processed (``crit`` §4.1.11, ``b64``
+  RFC 7797, ``enc``/``zip`` JWE);
 * claims of the right JSON types (``exp``/``nbf``/``iat`` finite numbers, ``aud`` a string or a list of
-  strings,
-  ``iss``/``tid``/``ver``/... strings).
+  strings, ``iss``/``tid``/``ver``/... strings).
 
-The result is a :class:`ParsedToken` holding the decoded header and claims, the exact signing input and the
-raw
-signature; nothing in it has been verified yet.
+The result is a :class:`ParsedToken` holding the decoded header and claims, the exact signing input and
+the raw signature; nothing in it has been verified yet.
 """
 
 from __future__ import annotations
@@ -40,8 +34,9 @@ __all__ = ["HEADER_MEMO_SIZE", "ParsedToken", "preparse"]
 #: At most this many distinct header segments are remembered (real issuers use a handful of keys).
 HEADER_MEMO_SIZE: Final = 64
 
-# Translating the URL-safe alphabet to the standard one lets binascii's strict decoder check it in C.
-_URLSAFE_TO_STD: Final = bytes.maketrans(b"-_", b"+/")
+# Translating the URL-safe alphabet to the standard one lets binascii's strict decoder check it in C. The
+# standard-only characters '+' and '/' and padding '=' (RFC 7515 §2) become '*', which that decoder refuses.
+_URLSAFE_TO_STD: Final = bytes.maketrans(b"-_+/=", b"+/***")
 # A final character that carries only zero padding bits (RFC 4648 §3.5 canonical encoding): with 2 leftover
 # characters the last one encodes 4 unused bits, with 3 leftover characters 2 unused bits.
 _ZERO_BITS_2: Final = frozenset(b"AQgw")
@@ -118,6 +113,7 @@ def _no_constants(name: str) -> Any:
 
 _DECODER: Final = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=_no_constants)
 _SCAN: Final = _DECODER.scan_once  # type: ignore[attr-defined]
+_FAST_SCAN: Final = json.JSONDecoder(parse_constant=_no_constants).scan_once  # type: ignore[attr-defined]
 _CONTAINERS: Final = (dict, list)
 
 
@@ -136,14 +132,28 @@ def _too_deep(value: Any, depth: int) -> bool:
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
-        # The C scanner straight away for compact JSON (what issuers emit); the full decoder when there is
-        # whitespace around the value or something to report.
-        try:
-            value, end = _SCAN(text, 0)
-        except StopIteration:
-            end = -1
-        if end != len(text):
-            value = _DECODER.decode(text)
+        # Fast path for what Entra emits, a flat compact object without escapes: the C scanner without the
+        # Python duplicate-name hook. It is exact: with no backslash no string can hold a '"', so every '":'
+        # ends a member name, and with one '{' there is one object; the member count then equals the number
+        # of '":' unless a name repeats (fewer keys) or whitespace precedes a colon (fewer '":'). Any mismatch
+        # falls back to the strict decoder below, which tells the two apart.
+        value: Any = None
+        if "\\" not in text and text.count("{") == 1:
+            try:
+                fast, end = _FAST_SCAN(text, 0)
+            except StopIteration:
+                fast, end = None, -1
+            if end == len(text) and fast.__class__ is dict and len(fast) == text.count('":'):
+                value = fast
+        if value is None:
+            # The C scanner with the duplicate-name hook for compact JSON; the full decoder when there is
+            # whitespace around the value or something to report.
+            try:
+                value, end = _SCAN(text, 0)
+            except StopIteration:
+                end = -1
+            if end != len(text):
+                value = _DECODER.decode(text)
     except (ValueError, RecursionError):
         # ValueError covers JSONDecodeError, UnicodeDecodeError, duplicate names, NaN and over-long integers.
         raise _fail(f"The token {what} is not valid JSON.", "malformed") from None
@@ -243,16 +253,12 @@ def preparse(
         raise _fail("The token is not a string.", "malformed")
     if not raw:
         raise _fail("The token is empty.", "malformed")
-    dots = raw.count(b".")
-    if dots != 2:
-        if dots == 4:
+    parts = raw.split(b".")
+    if len(parts) != 3:
+        if len(parts) == 5:
             raise _fail("Encrypted tokens (JWE) are not accepted.", "jwe")
         raise _fail("The token is not a JWS compact token (three segments).", "malformed")
-    # After translation '+' and '/' would be indistinguishable from '-' and '_': refuse them (and '=' padding,
-    # RFC 7515 §2) up front.
-    if b"+" in raw or b"/" in raw or b"=" in raw:
-        raise _fail("The token is not valid base64url.", "malformed")
-    head_b64, payload_b64, sig_b64 = raw.split(b".")
+    head_b64, payload_b64, sig_b64 = parts
     known = headers.get(head_b64) if headers is not None else None
     if known is None:
         header = _json_object(_b64decode(head_b64.translate(_URLSAFE_TO_STD), "header"), "header")

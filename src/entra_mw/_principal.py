@@ -37,15 +37,17 @@ class Principal(Mapping[str, Any]):
 
     def __init__(self, claims: Mapping[str, Any]) -> None:
         self._claims: dict[str, Any] = dict(claims)
-        scp = self._claims.get("scp")
-        self._scopes = frozenset(scp.split()) if isinstance(scp, str) else frozenset()
-        roles = self._claims.get("roles")
-        if isinstance(roles, list):
-            self._roles = frozenset(r for r in roles if isinstance(r, str))
-        elif isinstance(roles, str):
-            self._roles = frozenset(roles.split())
-        else:
-            self._roles = frozenset()
+        self._scopes: frozenset[str] | None = None
+        self._roles: frozenset[str] | None = None
+
+    @classmethod
+    def _owning(cls, claims: dict[str, Any]) -> Principal:
+        """Wrap a freshly parsed claims dict nobody else holds, without copying it (the validator's path)."""
+        self = cls.__new__(cls)
+        self._claims = claims
+        self._scopes = None
+        self._roles = None
+        return self
 
     # Mapping protocol ---------------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -102,12 +104,26 @@ class Principal(Mapping[str, Any]):
     @property
     def scopes(self) -> frozenset[str]:
         """Delegated permissions (``scp``, space-separated)."""
-        return self._scopes
+        scopes = self._scopes
+        if scopes is None:
+            scp = self._claims.get("scp")
+            scopes = self._scopes = frozenset(scp.split()) if isinstance(scp, str) else frozenset()
+        return scopes
 
     @property
     def roles(self) -> frozenset[str]:
         """App roles (``roles``)."""
-        return self._roles
+        roles = self._roles
+        if roles is None:
+            raw = self._claims.get("roles")
+            if isinstance(raw, list):
+                roles = frozenset(r for r in raw if isinstance(r, str))
+            elif isinstance(raw, str):
+                roles = frozenset(raw.split())
+            else:
+                roles = frozenset()
+            self._roles = roles
+        return roles
 
     @property
     def token_version(self) -> str | None:

@@ -12,7 +12,7 @@ A failure raises ``InsufficientScope`` (403, ``scope="..."`` in the challenge).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ._principal import Principal
@@ -41,9 +41,9 @@ class Requirement:
     caller's ``tid``.
     """
 
-    scopes: tuple[str, ...] = ()
-    roles: tuple[str, ...] = ()
-    tenants: tuple[str, ...] | None = None
+    scopes: Sequence[str] = ()
+    roles: Sequence[str] = ()
+    tenants: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scopes", _tuple(self.scopes, "scopes"))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.exceptions import InvalidSignature
@@ -57,6 +58,7 @@ _SCOPE_CLAIMS: Final = (
     "http://schemas.microsoft.com/ws/2008/06/identity/claims/role",
 )
 _V2_SUFFIXES: Final = ("/v2.0", "/v2.0/")
+_ISSUER_MEMO_SIZE: Final = 1024
 
 
 def _signature_schemes() -> dict[str, tuple[AsymmetricPadding, hashes.HashAlgorithm]]:
@@ -71,12 +73,16 @@ def _signature_schemes() -> dict[str, tuple[AsymmetricPadding, hashes.HashAlgori
 
 
 def _fact(value: Any) -> str | None:
-    """A claim value fit for a log line: short, and only if it is a plain string (or list of strings)."""
+    """A claim value fit for a log line: a short plain string (or list of strings). Claims of a refused token
+    are attacker-controlled, so anything that looks like a JWT (``eyJ`` is base64url for ``{"``) is redacted
+    and long values are cut."""
     if isinstance(value, list):
         value = ",".join(v for v in value[:5] if isinstance(v, str))
     if not isinstance(value, str):
         return None
-    return value if len(value) <= 128 else value[:125] + "..."
+    if "eyJ" in value:
+        return "<redacted>"
+    return value if len(value) <= 128 else value[:100] + "..."
 
 
 class _Entry:
@@ -115,14 +121,16 @@ class TokenValidator:
         self._audiences_v2 = frozenset((config.client_id, *config.audiences))
         self._audiences_v1 = frozenset((f"api://{config.client_id}", *config.audiences))
         self._valid_issuers = tuple(config.valid_issuers)
-        self._allowed_tenants = (
-            frozenset(config.allowed_tenants) if config.allowed_tenants is not None else None
-        )
+        self._allowed_tenants = frozenset(config.allowed_tenants) if config.allowed_tenants is not None else None
         self._schemes = _signature_schemes()
         self._allow_acl = bool(config.allow_acl_authorization)
         # Keyed by the exact token string: a dict compares the whole string on a hash match, so a collision
         # can never return another token's principal, and str hashing is the cheapest exact key there is.
-        self._cache: dict[str, _Entry] = {}
+        # An OrderedDict evicts its oldest entry in O(1): deleting a plain dict's first key over and over leaves
+        # dummies that every later ``next(iter(...))`` walks, which made each eviction cost microseconds.
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        # Issuer checks passed, per (kid, iss, tid): the answer depends only on those and the key set.
+        self._issuers_ok: dict[tuple[str, str, str], KeySet] = {}
         self._headers: dict[bytes, tuple[dict[str, Any], str, str]] = {}
         self._cache_size = int(config.validated_token_cache_size)
         self._cache_ttl = float(config.validated_token_cache_ttl)
@@ -141,10 +149,7 @@ class TokenValidator:
         if token.__class__ is str:
             entry = self._cache.get(token)
             if entry is not None:
-                if (
-                    entry.not_before <= self._clock.time() < entry.valid_until
-                    and entry.keyset is self._keys.snapshot
-                ):
+                if entry.not_before <= self._clock.time() < entry.valid_until and entry.keyset is self._keys.snapshot:
                     return entry.principal
                 self._cache.pop(token, None)
         parsed = self._parse(token)
@@ -160,10 +165,7 @@ class TokenValidator:
         if token.__class__ is str:
             entry = self._cache.get(token)
             if entry is not None:
-                if (
-                    entry.not_before <= self._clock.time() < entry.valid_until
-                    and entry.keyset is self._keys.snapshot
-                ):
+                if entry.not_before <= self._clock.time() < entry.valid_until and entry.keyset is self._keys.snapshot:
                     return entry.principal
                 self._cache.pop(token, None)
         parsed = self._parse(token)
@@ -186,9 +188,7 @@ class TokenValidator:
 
     def _parse(self, token: object) -> ParsedToken:
         try:
-            return preparse(
-                token, max_bytes=self._max_bytes, algorithms=self._algorithms, headers=self._headers
-            )
+            return preparse(token, max_bytes=self._max_bytes, algorithms=self._algorithms, headers=self._headers)
         except InvalidToken as exc:
             self._log_rejection(exc, None)
             raise
@@ -233,7 +233,12 @@ class TokenValidator:
                 raise _reject("The token audience is not accepted.", "bad_audience")
         elif not aud or accepted.isdisjoint(aud):
             raise _reject("The token audience is not accepted.", "bad_audience")
-        self._check_issuer(claims, key, keyset)
+        memo = (key.kid, claims.get("iss"), claims.get("tid"))
+        if self._issuers_ok.get(memo) is not keyset:  # type: ignore[arg-type]
+            self._check_issuer(claims, key, keyset)
+            if len(self._issuers_ok) >= _ISSUER_MEMO_SIZE:
+                self._issuers_ok.clear()
+            self._issuers_ok[memo] = keyset  # type: ignore[index]
         if (
             "scp" not in claims
             and "roles" not in claims
@@ -244,7 +249,7 @@ class TokenValidator:
             raise _reject("Neither scope nor roles claim was found in the token.", "no_scope_or_roles")
         valid_until = min(exp + skew, now + self._cache_ttl)
         not_before = nbf - skew if nbf is not None else float("-inf")
-        return Principal(claims), valid_until, not_before
+        return Principal._owning(claims), valid_until, not_before
 
     def _check_issuer(self, claims: dict[str, Any], key: SigningKey, keyset: KeySet) -> None:
         iss = claims.get("iss")
@@ -288,9 +293,9 @@ class TokenValidator:
                     # Oldest first: entries live minutes at most, so insertion order is nearly expiry order.
                     # Lookups and inserts do not take the lock, so the dict may change under the iterator.
                     try:
-                        del cache[next(iter(cache))]
-                    except (KeyError, RuntimeError, StopIteration):
-                        continue
+                        cache.popitem(last=False)
+                    except KeyError:
+                        break
         cache[token] = entry
 
     # -- logging ----------------------------------------------------------------------------------------

@@ -202,6 +202,11 @@ async def test_tasks_share_the_error(fake_clock: FakeClock) -> None:
         gate.set()
     assert calls == 1
     assert len(errors) == 100
+    # Raised a hundred times, the shared error still carries a short traceback.
+    depth, tb = 0, errors[-1].__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth < 20
 
 
 @pytest.mark.anyio

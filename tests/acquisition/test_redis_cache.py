@@ -325,3 +325,20 @@ async def test_trio_uses_the_sync_client_off_the_loop(
     assert await b.aget_or_fetch(request(), anever) == token
     await a.aclose()
     await b.aclose()
+
+
+def test_each_event_loop_gets_its_own_async_client(redis_url: str, redis_prefix: str, fake_clock: FakeClock) -> None:
+    import asyncio
+
+    cache = TokenCache(clock=fake_clock, l2=RedisStore(redis_url, prefix=redis_prefix, clock=fake_clock))
+    fetch = Fetcher(fake_clock)
+
+    async def use() -> str:
+        cache.clear()
+        token = await cache.aget_or_fetch(request(), fetch.afetch)
+        await cache.aclose()
+        return token.token
+
+    assert asyncio.run(use()) == "very-secret-access-token-1"
+    assert asyncio.run(use()) == "very-secret-access-token-1"  # from Redis, through a second loop's client
+    assert fetch.calls == 1

@@ -19,8 +19,8 @@ from entra_mw.errors import (
 
 
 def test_tree() -> None:
-    for cls in (MissingToken, InvalidRequest, InvalidToken, InsufficientScope):
-        assert issubclass(cls, AuthError)
+    for auth_cls in (MissingToken, InvalidRequest, InvalidToken, InsufficientScope):
+        assert issubclass(auth_cls, AuthError)
     for cls in (AuthError, ProviderUnavailable, TokenAcquisitionError, ConfigurationError):
         assert issubclass(cls, EntraError)
     assert sorted(errors.__all__) == errors.__all__

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -80,8 +81,8 @@ class RedisStore:
         self._retry_interval = retry_interval
         self._lock = threading.Lock()
         self._client: Any = None
-        self._aclient: Any = None
-        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        # An asyncio client's connections belong to the loop that opened them: one client per running loop.
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._down_until: float | None = None  # monotonic time before which Redis is not tried again
         self._outage = False  # a warning has been logged for the current outage
 
@@ -185,8 +186,11 @@ class RedisStore:
         self._ok()
 
     async def aclose(self) -> None:
+        """Close the sync client and this loop's asyncio client. Clients other loops opened can only be
+        closed on their own loop; they are dropped."""
+        loop = asyncio.get_running_loop() if _in_asyncio() else None
         with self._lock:
-            aclient, self._aclient, self._aclient_loop = self._aclient, None, None
+            aclient = self._aclients.pop(loop, None) if loop is not None else None
         if aclient is not None:
             await aclient.aclose()
         self.close()
@@ -211,21 +215,18 @@ class RedisStore:
         return client
 
     def _async_client(self) -> Any:
-        # An asyncio client's connections belong to the loop that opened them: a new loop gets a new client.
         loop = asyncio.get_running_loop()
-        aclient = self._aclient
-        if aclient is None or self._aclient_loop is not loop:
+        aclient = self._aclients.get(loop)
+        if aclient is None:
             import redis.asyncio
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
             with self._lock:
-                if self._aclient is None or self._aclient_loop is not loop:
-                    self._aclient = redis.asyncio.Redis.from_url(
-                        self._url, retry=Retry(NoBackoff(), 0), **self._options()
-                    )
-                    self._aclient_loop = loop
-                aclient = self._aclient
+                aclient = self._aclients.get(loop)
+                if aclient is None:
+                    aclient = redis.asyncio.Redis.from_url(self._url, retry=Retry(NoBackoff(), 0), **self._options())
+                    self._aclients[loop] = aclient
         return aclient
 
     # -- outage handling -------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 MSAL Python never reads its cache for OBO or ``user_fic`` and scans its cache linearly under one lock
 (spec §3.8), so every token the engine hands out goes through this cache first:
 
-* **L1**: a bounded in-process LRU map keyed by :meth:`TokenRequest.cache_key`. A hit is a dictionary lookup
-  under a lock that is never held across I/O; it never leaves the event loop.
+* **L1**: a bounded in-process map keyed by :meth:`TokenRequest.cache_key`, evicting the least recently used
+  entries (second-chance approximation). A hit is a dictionary lookup under a lock that is never held across
+  I/O; it never leaves the event loop.
 * **L2** (optional): a store shared by replicas, normally :class:`~entra_mw._acquisition._redis.RedisStore`.
   Order: L1 → L2 → fetch; a fetched token is put in L1 (waking the callers that wait for it), then in L2.
 * **Lifetime**: an entry is served until ``expires_on - refresh_margin``, as MSAL treats tokens as expired
@@ -29,6 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .._clock import Clock, SystemClock
@@ -85,19 +87,20 @@ class CacheStats:
 
 
 class _Entry:
-    __slots__ = ("refresh_at", "retry_at", "token", "usable_until")
+    __slots__ = ("refresh_at", "retry_at", "token", "usable_until", "used")
 
     def __init__(self, token: AccessToken, usable_until: float, refresh_at: float | None) -> None:
         self.token = token
         self.usable_until = usable_until
         self.refresh_at = refresh_at
         self.retry_at: float | None = None  # monotonic; no refresh attempt before it (after a failed one)
+        self.used = False  # hit since it last reached the old end of L1: spared once by eviction
 
 
 class _Flight:
     """One fetch under way for one key, and what its waiters need to know when it ends."""
 
-    __slots__ = ("abandoned", "async_event", "done", "error", "is_async", "key", "thread", "token")
+    __slots__ = ("abandoned", "async_event", "done", "error", "error_tb", "is_async", "key", "thread", "token")
 
     def __init__(self, key: str, thread: int, async_event: Any) -> None:
         self.key = key
@@ -107,6 +110,7 @@ class _Flight:
         self.done = threading.Event()  # every other waiter: threads, and tasks on another thread
         self.token: AccessToken | None = None
         self.error: BaseException | None = None
+        self.error_tb: TracebackType | None = None
         self.abandoned = False  # the owner was cancelled: waiters start over
 
 
@@ -117,6 +121,7 @@ _FETCH: Final = "fetch"  # (_FETCH,) -> AccessToken
 _L2_SET: Final = "l2_set"  # (_L2_SET, token, ttl) -> None
 
 _Op = tuple[Any, ...]
+_SECOND_CHANCES: Final = 8
 _REFRESH_ERRORS: Final = (TokenAcquisitionError, ProviderUnavailable)
 
 
@@ -130,10 +135,10 @@ class TokenCache:
         token = await cache.aget_or_fetch(request, acquirer.afetch)  # async
 
     ``clock`` supplies ``time()`` (compared with ``expires_on``/``refresh_on``) and ``monotonic()`` (the retry
-    pause after a failed refresh). ``max_entries`` bounds L1 (least recently used entries leave first).
-    ``refresh_margin`` is how long before ``expires_on`` a token stops being served. ``l2`` is a shared store,
-    e.g. :class:`~entra_mw._acquisition._redis.RedisStore`. ``refresh_retry`` is the pause, in seconds,
-    between two attempts to refresh a token whose refresh failed.
+    pause after a failed refresh). ``max_entries`` bounds L1 (the least recently used entries leave first,
+    approximately). ``refresh_margin`` is how long before ``expires_on`` a token stops being served. ``l2`` is a
+    shared store, e.g. :class:`~entra_mw._acquisition._redis.RedisStore`. ``refresh_retry`` is the pause, in
+    seconds, between two attempts to refresh a token whose refresh failed.
     """
 
     def __init__(
@@ -314,13 +319,13 @@ class TokenCache:
     # -- the decisions ---------------------------------------------------------------------------------------
 
     def _hit(self, key: str) -> AccessToken | None:
-        # The hot path: one clock read, one lookup, one LRU move. Anything unusual goes to the flow.
+        # The hot path: one clock read, one lookup, one flag set (no reordering). Anything unusual goes to the flow.
         now = self._clock.time()
         with self._lock:
             entry = self._l1.get(key)
             if entry is None or now >= entry.usable_until or (entry.refresh_at is not None and now >= entry.refresh_at):
                 return None
-            self._l1.move_to_end(key)
+            entry.used = True
             self._hits += 1
         return entry.token
 
@@ -344,6 +349,7 @@ class TokenCache:
                     entry = None
                 if entry is not None:
                     if entry.refresh_at is None or now < entry.refresh_at:
+                        entry.used = True
                         self._hits += 1  # filled while this caller was on its way here
                         return entry.token
                     # Due for a proactive refresh but still usable: one caller refreshes, the others keep it.
@@ -373,7 +379,9 @@ class TokenCache:
                 if flight.abandoned:
                     continue  # its owner was cancelled: start over (one of the waiters becomes the owner)
                 if flight.error is not None:
-                    raise flight.error
+                    # Each waiter raises the shared error from the owner's traceback, so tracebacks do not pile
+                    # up across a thousand waiters.
+                    raise flight.error.with_traceback(flight.error_tb)
                 assert flight.token is not None
                 return flight.token
             return (yield from self._own(key, req, flight, stale))
@@ -452,11 +460,21 @@ class TokenCache:
         return _Entry(token, usable_until, refresh_at)
 
     def _store(self, key: str, entry: _Entry) -> None:
+        # Eviction is "second chance" (CLOCK), an LRU approximation: a hit only sets ``used`` (no reordering,
+        # so the hit path stays flat however large L1 grows); the oldest entry is evicted unless it was used,
+        # in which case it moves to the new end with its flag cleared. At most _SECOND_CHANCES are spared per
+        # eviction, so an insert is O(1) even when every entry has been used.
+        l1 = self._l1
         with self._lock:
-            self._l1[key] = entry
-            self._l1.move_to_end(key)
-            while len(self._l1) > self._max:
-                self._l1.popitem(last=False)
+            l1[key] = entry
+            l1.move_to_end(key)
+            spared = 0
+            while len(l1) > self._max:
+                old_key, old = l1.popitem(last=False)
+                if old.used and spared < _SECOND_CHANCES:
+                    old.used = False
+                    l1[old_key] = old
+                    spared += 1
 
     def _finish(self, flight: _Flight | None, token: AccessToken | None, error: BaseException | None = None) -> None:
         if flight is None or flight.done.is_set():
@@ -464,6 +482,7 @@ class TokenCache:
         with self._lock:
             if isinstance(error, Exception):
                 flight.error = error
+                flight.error_tb = error.__traceback__
             elif error is not None:
                 flight.abandoned = True  # cancelled, interrupted: not the waiters' error to raise
             flight.token = token
