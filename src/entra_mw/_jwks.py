@@ -267,7 +267,7 @@ class KeyStore:
 
     # -- lookups ----------------------------------------------------------------------------------------
 
-    def _fresh_key(self, kid: str) -> tuple[SigningKey, KeySet] | None:
+    def fresh_key(self, kid: str) -> tuple[SigningKey, KeySet] | None:
         """The fast path: a known kid in a snapshot younger than the refresh interval (no lock)."""
         snap = self._snapshot
         if snap is not None:
@@ -306,7 +306,7 @@ class KeyStore:
 
         Raises ``InvalidToken`` (unknown kid) or ``ProviderUnavailable`` (no keys at all).
         """
-        found = self._fresh_key(kid)
+        found = self.fresh_key(kid)
         if found is not None:
             return found
         snap = self._snapshot
@@ -317,7 +317,7 @@ class KeyStore:
 
     async def aget_key(self, kid: str) -> tuple[SigningKey, KeySet]:
         """Async twin of :meth:`get_key`."""
-        found = self._fresh_key(kid)
+        found = self.fresh_key(kid)
         if found is not None:
             return found
         snap = self._snapshot

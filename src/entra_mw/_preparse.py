@@ -42,6 +42,8 @@ _URLSAFE_TO_STD: Final = bytes.maketrans(b"-_+/=", b"+/***")
 _ZERO_BITS_2: Final = frozenset(b"AQgw")
 _ZERO_BITS_3: Final = frozenset(b"AEIMQUYcgkosw048")
 _PAD: Final = (b"", b"", b"==", b"=")
+_a2b: Final = binascii.a2b_base64
+_MISSING: Final = object()
 
 _MAX_DEPTH: Final = 16
 _MAX_KID: Final = 256
@@ -113,7 +115,6 @@ def _no_constants(name: str) -> Any:
 
 _DECODER: Final = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=_no_constants)
 _SCAN: Final = _DECODER.scan_once  # type: ignore[attr-defined]
-_FAST_SCAN: Final = json.JSONDecoder(parse_constant=_no_constants).scan_once  # type: ignore[attr-defined]
 _CONTAINERS: Final = (dict, list)
 
 
@@ -132,28 +133,14 @@ def _too_deep(value: Any, depth: int) -> bool:
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
-        # Fast path for what Entra emits, a flat compact object without escapes: the C scanner without the
-        # Python duplicate-name hook. It is exact: with no backslash no string can hold a '"', so every '":'
-        # ends a member name, and with one '{' there is one object; the member count then equals the number
-        # of '":' unless a name repeats (fewer keys) or whitespace precedes a colon (fewer '":'). Any mismatch
-        # falls back to the strict decoder below, which tells the two apart.
-        value: Any = None
-        if "\\" not in text and text.count("{") == 1:
-            try:
-                fast, end = _FAST_SCAN(text, 0)
-            except StopIteration:
-                fast, end = None, -1
-            if end == len(text) and fast.__class__ is dict and len(fast) == text.count('":'):
-                value = fast
-        if value is None:
-            # The C scanner with the duplicate-name hook for compact JSON; the full decoder when there is
-            # whitespace around the value or something to report.
-            try:
-                value, end = _SCAN(text, 0)
-            except StopIteration:
-                end = -1
-            if end != len(text):
-                value = _DECODER.decode(text)
+        # The C scanner straight away for compact JSON (what issuers emit); the full decoder when there is
+        # whitespace around the value or something to report.
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):
+            value = _DECODER.decode(text)
     except (ValueError, RecursionError):
         # ValueError covers JSONDecodeError, UnicodeDecodeError, duplicate names, NaN and over-long integers.
         raise _fail(f"The token {what} is not valid JSON.", "malformed") from None
@@ -191,31 +178,30 @@ def _check_header(header: dict[str, Any], algorithms: tuple[str, ...]) -> tuple[
 
 
 def _check_claims(claims: dict[str, Any]) -> None:
+    get = claims.get
     for name in _TIME_CLAIMS:
-        if name not in claims:
+        value = get(name, _MISSING)
+        if value is _MISSING:
             continue
-        value = claims[name]
-        # Exact classes: bool is an int subclass, and true/false are not times.
         if value.__class__ is not int and value.__class__ is not float:
             raise _fail(f"The token claim '{name}' is not a number.", "bad_claim")
-        # NaN fails both comparisons and infinities the upper bound.
         if not 0 <= value <= _MAX_TIME:
             raise _fail(f"The token claim '{name}' is out of range.", "bad_claim")
     if "exp" not in claims:
         raise _fail("The token has no expiry.", "no_expiry")
-    aud = claims.get("aud")
+    aud = get("aud")
     if (
         aud is not None
-        and not isinstance(aud, str)
-        and not (isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud))
+        and aud.__class__ is not str
+        and not (aud.__class__ is list and aud and all(a.__class__ is str for a in aud))
     ):
         raise _fail("The token claim 'aud' is malformed.", "bad_claim")
     for name in _STRING_CLAIMS:
-        value = claims.get(name)
+        value = get(name)
         if value is not None and value.__class__ is not str:
             raise _fail(f"The token claim '{name}' is malformed.", "bad_claim")
-    roles = claims.get("roles")
-    if roles is not None and not (isinstance(roles, list) and all(isinstance(r, str) for r in roles)):
+    roles = get("roles")
+    if roles is not None and not (roles.__class__ is list and all(r.__class__ is str for r in roles)):
         raise _fail("The token claim 'roles' is malformed.", "bad_claim")
 
 
@@ -267,7 +253,33 @@ def preparse(
             headers[head_b64] = (header, alg, kid)
     else:
         header, alg, kid = known
-    claims = _json_object(_b64decode(payload_b64.translate(_URLSAFE_TO_STD), "payload"), "payload")
+    # The two decodes below are _b64decode inlined: this is the per-token hot path.
+    size = len(payload_b64)
+    rest = size & 3
+    if (
+        rest == 1
+        or size == 0
+        or (rest == 2 and payload_b64[-1] not in _ZERO_BITS_2)
+        or (rest == 3 and payload_b64[-1] not in _ZERO_BITS_3)
+    ):
+        raise _fail("The token payload is not canonical base64url.", "malformed")
+    try:
+        payload = _a2b(payload_b64.translate(_URLSAFE_TO_STD) + _PAD[rest], strict_mode=True)
+    except binascii.Error:
+        raise _fail("The token payload is not valid base64url.", "malformed") from None
+    claims = _json_object(payload, "payload")
     _check_claims(claims)
-    signature = _b64decode(sig_b64.translate(_URLSAFE_TO_STD), "signature")
-    return ParsedToken(header, claims, raw[: len(head_b64) + 1 + len(payload_b64)], signature, alg, kid)
+    sig_size = len(sig_b64)
+    rest = sig_size & 3
+    if (
+        rest == 1
+        or sig_size == 0
+        or (rest == 2 and sig_b64[-1] not in _ZERO_BITS_2)
+        or (rest == 3 and sig_b64[-1] not in _ZERO_BITS_3)
+    ):
+        raise _fail("The token signature is not canonical base64url.", "malformed")
+    try:
+        signature = _a2b(sig_b64.translate(_URLSAFE_TO_STD) + _PAD[rest], strict_mode=True)
+    except binascii.Error:
+        raise _fail("The token signature is not valid base64url.", "malformed") from None
+    return ParsedToken(header, claims, raw[: len(head_b64) + 1 + size], signature, alg, kid)

@@ -59,6 +59,8 @@ _SCOPE_CLAIMS: Final = (
 )
 _V2_SUFFIXES: Final = ("/v2.0", "/v2.0/")
 _ISSUER_MEMO_SIZE: Final = 1024
+_TAIL: Final = -64
+_NEVER: Final = float("-inf")
 
 
 def _signature_schemes() -> dict[str, tuple[AsymmetricPadding, hashes.HashAlgorithm]]:
@@ -89,9 +91,12 @@ class _Entry:
     """A validated token: its principal, the wall-time window it may be served in, and the key set it was
     verified against (an entry from an older key set is re-validated, so one whose key left the JWKS dies)."""
 
-    __slots__ = ("keyset", "not_before", "principal", "valid_until")
+    __slots__ = ("keyset", "not_before", "principal", "token", "valid_until")
 
-    def __init__(self, principal: Principal, not_before: float, valid_until: float, keyset: KeySet) -> None:
+    def __init__(
+        self, token: str, principal: Principal, not_before: float, valid_until: float, keyset: KeySet
+    ) -> None:
+        self.token = token
         self.principal = principal
         self.not_before = not_before
         self.valid_until = valid_until
@@ -124,8 +129,10 @@ class TokenValidator:
         self._allowed_tenants = frozenset(config.allowed_tenants) if config.allowed_tenants is not None else None
         self._schemes = _signature_schemes()
         self._allow_acl = bool(config.allow_acl_authorization)
-        # Keyed by the exact token string: a dict compares the whole string on a hash match, so a collision
-        # can never return another token's principal, and str hashing is the cheapest exact key there is.
+        # Keyed by the token's last characters (its signature's tail), and every hit compares the whole token
+        # string, so an entry is only ever returned for the exact token it was made for. Hashing 64 characters
+        # instead of the whole token (often 1.5 KB or more, hashed afresh for each request's new string) keeps
+        # both the hit and the miss cheap; a different token with the same tail only replaces the entry.
         # An OrderedDict evicts its oldest entry in O(1): deleting a plain dict's first key over and over leaves
         # dummies that every later ``next(iter(...))`` walks, which made each eviction cost microseconds.
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
@@ -147,34 +154,40 @@ class TokenValidator:
         """Verify ``token`` and return its claims; raise ``InvalidToken`` (401) or ``ProviderUnavailable``
         (503)."""
         if token.__class__ is str:
-            entry = self._cache.get(token)
-            if entry is not None:
+            entry = self._cache.get(token[_TAIL:])
+            if entry is not None and entry.token == token:
                 if entry.not_before <= self._clock.time() < entry.valid_until and entry.keyset is self._keys.snapshot:
                     return entry.principal
-                self._cache.pop(token, None)
+                self._cache.pop(token[_TAIL:], None)
         parsed = self._parse(token)
-        try:
-            key, keyset = self._keys.get_key(parsed.kid)
-        except (InvalidToken, ProviderUnavailable) as exc:
-            self._log_rejection(exc, parsed)
-            raise
-        return self._check(token, parsed, key, keyset)
+        keys = self._keys
+        found = keys.fresh_key(parsed.kid)
+        if found is None:
+            try:
+                found = keys.get_key(parsed.kid)
+            except (InvalidToken, ProviderUnavailable) as exc:
+                self._log_rejection(exc, parsed)
+                raise
+        return self._finish(token, parsed, found[0], found[1])
 
     async def avalidate(self, token: str) -> Principal:
         """Async twin of :meth:`validate`: key fetches run on the event loop without blocking it."""
         if token.__class__ is str:
-            entry = self._cache.get(token)
-            if entry is not None:
+            entry = self._cache.get(token[_TAIL:])
+            if entry is not None and entry.token == token:
                 if entry.not_before <= self._clock.time() < entry.valid_until and entry.keyset is self._keys.snapshot:
                     return entry.principal
-                self._cache.pop(token, None)
+                self._cache.pop(token[_TAIL:], None)
         parsed = self._parse(token)
-        try:
-            key, keyset = await self._keys.aget_key(parsed.kid)
-        except (InvalidToken, ProviderUnavailable) as exc:
-            self._log_rejection(exc, parsed)
-            raise
-        return self._check(token, parsed, key, keyset)
+        keys = self._keys
+        found = keys.fresh_key(parsed.kid)
+        if found is None:
+            try:
+                found = await keys.aget_key(parsed.kid)
+            except (InvalidToken, ProviderUnavailable) as exc:
+                self._log_rejection(exc, parsed)
+                raise
+        return self._finish(token, parsed, found[0], found[1])
 
     def refresh(self) -> None:
         """Fetch metadata and signing keys now; raises ``ProviderUnavailable`` if no keys can be had."""
@@ -193,14 +206,17 @@ class TokenValidator:
             self._log_rejection(exc, None)
             raise
 
-    def _check(self, token: object, parsed: ParsedToken, key: SigningKey, keyset: KeySet) -> Principal:
+    def _finish(self, token: object, parsed: ParsedToken, key: SigningKey, keyset: KeySet) -> Principal:
         try:
             principal, valid_until, not_before = self._verify(parsed, key, keyset)
         except InvalidToken as exc:
             self._log_rejection(exc, parsed)
             raise
         if token.__class__ is str:
-            self._remember(token, _Entry(principal, not_before, valid_until, keyset))
+            cache = self._cache
+            if len(cache) >= self._cache_size:
+                self._evict()
+            cache[token[_TAIL:]] = _Entry(token, principal, not_before, valid_until, keyset)  # type: ignore[index,arg-type]
         return principal
 
     def _verify(self, parsed: ParsedToken, key: SigningKey, keyset: KeySet) -> tuple[Principal, float, float]:
@@ -248,7 +264,7 @@ class TokenValidator:
             # IDW10201: a token with neither delegated scopes nor app roles authorises nothing.
             raise _reject("Neither scope nor roles claim was found in the token.", "no_scope_or_roles")
         valid_until = min(exp + skew, now + self._cache_ttl)
-        not_before = nbf - skew if nbf is not None else float("-inf")
+        not_before = nbf - skew if nbf is not None else _NEVER
         return Principal._owning(claims), valid_until, not_before
 
     def _check_issuer(self, claims: dict[str, Any], key: SigningKey, keyset: KeySet) -> None:
@@ -285,18 +301,15 @@ class TokenValidator:
 
     # -- the validated-token cache ----------------------------------------------------------------------
 
-    def _remember(self, token: str, entry: _Entry) -> None:
+    def _evict(self) -> None:
         cache = self._cache
-        if len(cache) >= self._cache_size:
-            with self._cache_lock:
-                while len(cache) >= self._cache_size:
-                    # Oldest first: entries live minutes at most, so insertion order is nearly expiry order.
-                    # Lookups and inserts do not take the lock, so the dict may change under the iterator.
-                    try:
-                        cache.popitem(last=False)
-                    except KeyError:
-                        break
-        cache[token] = entry
+        with self._cache_lock:
+            while len(cache) >= self._cache_size:
+                # Oldest first: entries live minutes at most, so insertion order is nearly expiry order.
+                try:
+                    cache.popitem(last=False)
+                except KeyError:
+                    break
 
     # -- logging ----------------------------------------------------------------------------------------
 
