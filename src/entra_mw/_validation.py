@@ -93,9 +93,7 @@ class _Entry:
 
     __slots__ = ("keyset", "not_before", "principal", "token", "valid_until")
 
-    def __init__(
-        self, token: str, principal: Principal, not_before: float, valid_until: float, keyset: KeySet
-    ) -> None:
+    def __init__(self, token: str, principal: Principal, not_before: float, valid_until: float, keyset: KeySet) -> None:
         self.token = token
         self.principal = principal
         self.not_before = not_before
@@ -216,7 +214,7 @@ class TokenValidator:
             cache = self._cache
             if len(cache) >= self._cache_size:
                 self._evict()
-            cache[token[_TAIL:]] = _Entry(token, principal, not_before, valid_until, keyset)  # type: ignore[index,arg-type]
+            cache[token[_TAIL:]] = _Entry(token, principal, not_before, valid_until, keyset)
         return principal
 
     def _verify(self, parsed: ParsedToken, key: SigningKey, keyset: KeySet) -> tuple[Principal, float, float]:
