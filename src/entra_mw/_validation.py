@@ -151,12 +151,9 @@ class TokenValidator:
     def validate(self, token: str) -> Principal:
         """Verify ``token`` and return its claims; raise ``InvalidToken`` (401) or ``ProviderUnavailable``
         (503)."""
-        if token.__class__ is str:
-            entry = self._cache.get(token[_TAIL:])
-            if entry is not None and entry.token == token:
-                if entry.not_before <= self._clock.time() < entry.valid_until and entry.keyset is self._keys.snapshot:
-                    return entry.principal
-                self._cache.pop(token[_TAIL:], None)
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
         parsed = self._parse(token)
         keys = self._keys
         found = keys.fresh_key(parsed.kid)
@@ -170,12 +167,9 @@ class TokenValidator:
 
     async def avalidate(self, token: str) -> Principal:
         """Async twin of :meth:`validate`: key fetches run on the event loop without blocking it."""
-        if token.__class__ is str:
-            entry = self._cache.get(token[_TAIL:])
-            if entry is not None and entry.token == token:
-                if entry.not_before <= self._clock.time() < entry.valid_until and entry.keyset is self._keys.snapshot:
-                    return entry.principal
-                self._cache.pop(token[_TAIL:], None)
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
         parsed = self._parse(token)
         keys = self._keys
         found = keys.fresh_key(parsed.kid)
@@ -203,6 +197,19 @@ class TokenValidator:
         except InvalidToken as exc:
             self._log_rejection(exc, None)
             raise
+
+    def _cached(self, token: object) -> Principal | None:
+        """The validated-token cache: the principal while the entry is in its window and its key set current."""
+        if token.__class__ is not str:
+            return None
+        tail = token[_TAIL:]
+        entry = self._cache.get(tail)
+        if entry is None or entry.token != token:
+            return None
+        if entry.not_before <= self._clock.time() < entry.valid_until and entry.keyset is self._keys.snapshot:
+            return entry.principal
+        self._cache.pop(tail, None)
+        return None
 
     def _finish(self, token: object, parsed: ParsedToken, key: SigningKey, keyset: KeySet) -> Principal:
         try:
