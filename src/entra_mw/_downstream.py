@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json as _json
 import logging
 import re
@@ -39,7 +40,7 @@ from urllib.parse import quote, unquote
 
 import httpx2
 
-from ._acquisition._types import AccessToken, Flow, TokenRequest
+from ._acquisition._types import AccessToken, Flow, TokenRequest, assertion_digest, request_key, scope_set
 from ._config import _DOMAIN, META_TENANTS, DownstreamApi, _is_guid, sequence_of
 from ._principal import Principal
 from .errors import ConfigurationError, DownstreamCallError, DownstreamRequestError
@@ -115,9 +116,7 @@ def _check_path(path: str) -> tuple[str, str]:
     if "#" in path:
         raise DownstreamRequestError("the relative path contains a fragment ('#')", reason="unsafe_path")
     if "@" in path:
-        raise DownstreamRequestError(
-            "the relative path contains '@'; percent-encode it as %40", reason="unsafe_path"
-        )
+        raise DownstreamRequestError("the relative path contains '@'; percent-encode it as %40", reason="unsafe_path")
     if path.startswith("//"):
         raise DownstreamRequestError(
             "the relative path starts with '//' (a network-path reference)", reason="unsafe_path"
@@ -127,19 +126,13 @@ def _check_path(path: str) -> tuple[str, str]:
             "the relative path is an absolute URL; give a path under the API's base URL", reason="unsafe_path"
         )
     if _PCT.search(path):
-        raise DownstreamRequestError(
-            "the relative path contains a malformed percent-escape", reason="unsafe_path"
-        )
+        raise DownstreamRequestError("the relative path contains a malformed percent-escape", reason="unsafe_path")
     raw_path, _, query = path.partition("?")
     raw_path = raw_path[1:] if raw_path.startswith("/") else raw_path
     if "//" in raw_path:
-        raise DownstreamRequestError(
-            "the relative path contains an empty segment ('//')", reason="unsafe_path"
-        )
+        raise DownstreamRequestError("the relative path contains an empty segment ('//')", reason="unsafe_path")
     if _ENCODED_SEPARATOR.search(raw_path):
-        raise DownstreamRequestError(
-            "the relative path contains an encoded '/', '\\' or NUL", reason="unsafe_path"
-        )
+        raise DownstreamRequestError("the relative path contains an encoded '/', '\\' or NUL", reason="unsafe_path")
     for segment in raw_path.split("/"):
         # Decode repeatedly so a double-encoded dot (%252e) cannot pass a proxy that decodes twice; drop
         # ';params' because some servers treat '..;' as '..'.
@@ -150,9 +143,7 @@ def _check_path(path: str) -> tuple[str, str]:
                 break
             decoded = step
         if decoded.split(";", 1)[0] in (".", "..") or "/" in decoded or "\\" in decoded:
-            raise DownstreamRequestError(
-                "the relative path contains a '.' or '..' segment", reason="unsafe_path"
-            )
+            raise DownstreamRequestError("the relative path contains a '.' or '..' segment", reason="unsafe_path")
     return raw_path, query
 
 
@@ -217,9 +208,7 @@ def _check_header(name: object, value: object, where: str) -> tuple[str, str]:
             f"{where}: the header {name!r} is reserved and cannot be set", reason="reserved_header"
         )
     if not isinstance(value, str):
-        raise DownstreamRequestError(
-            f"{where}: the value of header {name!r} must be a string", reason="bad_header"
-        )
+        raise DownstreamRequestError(f"{where}: the value of header {name!r} must be a string", reason="bad_header")
     # RFC 9110 §5.5: no CR, LF or NUL in a field value (header injection); other controls except HTAB too.
     if any((ch < "\x20" and ch != "\t") or ch == "\x7f" for ch in value):
         raise DownstreamRequestError(
@@ -228,9 +217,7 @@ def _check_header(name: object, value: object, where: str) -> tuple[str, str]:
     return name, value
 
 
-def _build_headers(
-    api: DownstreamApi, headers: Mapping[str, str] | None, *, has_content: bool
-) -> dict[str, str]:
+def _build_headers(api: DownstreamApi, headers: Mapping[str, str] | None, *, has_content: bool) -> dict[str, str]:
     out: dict[str, str] = {}
 
     def put(name: str, value: str) -> None:
@@ -301,20 +288,39 @@ class _Agent:
 def _check_tenant(tenant: str, what: str) -> str:
     if not isinstance(tenant, str):
         raise ConfigurationError(f"{what} must be a tenant id (GUID) or a domain", key="tenant")
-    value = tenant.strip()
-    if value.lower() in META_TENANTS:
+    value = _real_tenant(tenant)
+    if value is not None:
+        return value
+    if tenant.strip().lower() in META_TENANTS:
         # IDW10405: a token must be requested in a real tenant; 'common'/'organizations' only make sense for
         # sign-in, never for client credentials or OBO.
         raise ConfigurationError(
-            f"{what} is the meta-tenant {value!r}: app and On-Behalf-Of tokens need a specific tenant; pass "
-            "tenant= or set DownstreamApi.tenant (IDW10405)",
+            f"{what} is the meta-tenant {tenant.strip()!r}: app and On-Behalf-Of tokens need a specific tenant; "
+            "pass tenant= or set DownstreamApi.tenant (IDW10405)",
             key="tenant",
         )
-    if not (_is_guid(value) or _DOMAIN.match(value)):
-        raise ConfigurationError(
-            f"{what} must be a tenant id (GUID) or a domain, got {tenant!r}", key="tenant"
-        )
+    raise ConfigurationError(f"{what} must be a tenant id (GUID) or a domain, got {tenant!r}", key="tenant")
+
+
+# The checks below are pure functions of a few strings that repeat on every request (the configured tenant,
+# the callers' tids, the APIs' scopes), so they are memoised; the bound keeps odd inputs from growing them.
+@functools.lru_cache(maxsize=1024)
+def _real_tenant(tenant: str) -> str | None:
+    value = tenant.strip()
+    if value.lower() in META_TENANTS or not (_is_guid(value) or _DOMAIN.match(value)):
+        return None
     return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalized_scopes(wanted: tuple[str, ...], app_path: bool) -> tuple[tuple[str, ...], str] | None:
+    """The scopes to ask for and their :func:`scope_set` text, or ``None`` when none is usable."""
+    if app_path:
+        # The app path uses only the first scope, which must be a resource's '/.default' (IDW10404, §1.4).
+        first = wanted[0]
+        return ((first,), scope_set((first,))) if first.endswith(_DEFAULT_SUFFIX) else None
+    normalized = tuple(sorted({s for s in wanted if s.lower() not in _OIDC_SCOPES}))
+    return (normalized, scope_set(normalized)) if normalized else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +357,7 @@ class Downstream:
     tenants, agents or scopes). The caller's own token is never sent to a downstream API.
     """
 
-    __slots__ = ("_agent", "_auth", "_principal", "_token")
+    __slots__ = ("_agent", "_auth", "_digest", "_principal", "_token")
 
     def __init__(
         self,
@@ -365,6 +371,7 @@ class Downstream:
         self._principal = principal
         self._token = token or None
         self._agent = _agent
+        self._digest: str | None = None  # SHA-256 of the caller's token, once a cache key has needed it
 
     def __repr__(self) -> str:
         agent = f", agent_id={self._agent.agent_id!r}" if self._agent else ""
@@ -381,9 +388,7 @@ class Downstream:
         """The agent identity this view acts as (after :meth:`for_agent`), or ``None``."""
         return self._agent.agent_id if self._agent else None
 
-    def for_agent(
-        self, agent_id: str, *, username: str | None = None, user_id: str | None = None
-    ) -> Downstream:
+    def for_agent(self, agent_id: str, *, username: str | None = None, user_id: str | None = None) -> Downstream:
         """The same interface acting as the agent identity ``agent_id`` (its client id), sharing this caller.
 
         Without a user: autonomous (app-only) when ``app=True``, the API sets ``request_app_token`` or there
@@ -400,9 +405,7 @@ class Downstream:
                 "AgentIdentity must be the agent identity's client id (a GUID)", reason="bad_agent"
             )
         if username is not None and user_id is not None:
-            raise DownstreamRequestError(
-                "AgentUsername and AgentUserId are mutually exclusive", reason="bad_agent"
-            )
+            raise DownstreamRequestError("AgentUsername and AgentUserId are mutually exclusive", reason="bad_agent")
         if username is not None:
             if not isinstance(username, str) or not username.strip():
                 raise DownstreamRequestError(
@@ -433,9 +436,7 @@ class Downstream:
                     api = value
                     break
         if api is None and required:
-            raise ConfigurationError(
-                f"the downstream API {name!r} is not configured", key=f"DownstreamApis__{name}"
-            )
+            raise ConfigurationError(f"the downstream API {name!r} is not configured", key=f"DownstreamApis__{name}")
         return api
 
     def _flow(self, api: DownstreamApi | None, app: bool) -> Flow:
@@ -450,6 +451,68 @@ class Downstream:
             return "agent_user"
         return "agent_app" if self._token is None else "agent_obo"
 
+    def _target(
+        self,
+        name: str,
+        api: DownstreamApi | None,
+        *,
+        scopes: Sequence[str] | str | None,
+        app: bool,
+        tenant: str | None,
+    ) -> tuple[Flow, tuple[str, ...], str, str]:
+        """What to ask for: the flow, the scopes, their scope-set text (for the cache key) and the tenant."""
+        wanted = sequence_of(scopes) if scopes is not None else ()
+        if not wanted and api is not None:
+            wanted = tuple(api.scopes)
+        if not wanted:
+            raise ConfigurationError(
+                f"No scopes found for the API '{name}': configure DownstreamApi.scopes or pass scopes=",
+                key=f"DownstreamApis__{name}__Scopes",
+            )
+        flow = self._flow(api, app)
+        app_path = flow in ("app", "agent_app")
+        normalized = _normalized_scopes(wanted, app_path)
+        if normalized is None:
+            if app_path:
+                raise ConfigurationError(
+                    f"app tokens need a scope ending in '/.default' (e.g. 'api://x/.default'), got "
+                    f"{wanted[0]!r} for the API '{name}' (IDW10404)",
+                    key=f"DownstreamApis__{name}__Scopes",
+                )
+            raise ConfigurationError(
+                f"No scopes found for the API '{name}' besides openid/profile/offline_access",
+                key=f"DownstreamApis__{name}__Scopes",
+            )
+        if tenant is not None:
+            resolved = _check_tenant(tenant, "tenant")
+        elif api is not None and api.tenant:
+            resolved = _check_tenant(api.tenant, f"DownstreamApis__{name}__AcquireTokenOptions__Tenant")
+        elif flow in ("obo", "agent_obo") and self._principal is not None and (tid := self._principal.tid):
+            # OBO runs in the caller's tenant (spec §3.9 "OBO details").
+            resolved = _check_tenant(tid, "the caller's tid")
+        else:
+            resolved = _check_tenant(self._auth.config.tenant_id, "tenant_id")
+        return flow, normalized[0], normalized[1], resolved
+
+    def _request(
+        self, flow: Flow, scopes: tuple[str, ...], tenant: str, *, claims: str | None, force_refresh: bool
+    ) -> TokenRequest:
+        if claims is not None and (not isinstance(claims, str) or not claims.strip()):
+            raise DownstreamRequestError("claims must be a non-empty JSON claims challenge", reason="bad_claims")
+        agent = self._agent
+        return TokenRequest(
+            flow=flow,
+            scopes=scopes,
+            client_id=self._auth.config.client_id,
+            tenant=tenant,
+            agent_id=agent.agent_id if agent is not None else None,
+            user_assertion=self._token if flow in ("obo", "agent_obo") else None,
+            username=agent.username if agent is not None and flow == "agent_user" else None,
+            user_object_id=agent.user_id if agent is not None and flow == "agent_user" else None,
+            claims=claims,
+            force_refresh=force_refresh or claims is not None,
+        )
+
     def _plan(
         self,
         name: str,
@@ -461,57 +524,30 @@ class Downstream:
         claims: str | None,
         force_refresh: bool,
     ) -> TokenRequest:
-        wanted = sequence_of(scopes) if scopes is not None else ()
-        if not wanted and api is not None:
-            wanted = tuple(api.scopes)
-        if not wanted:
-            raise ConfigurationError(
-                f"No scopes found for the API '{name}': configure DownstreamApi.scopes or pass scopes=",
-                key=f"DownstreamApis__{name}__Scopes",
-            )
-        flow = self._flow(api, app)
-        if flow in ("app", "agent_app"):
-            # The app path uses only the first scope, which must be a resource's '/.default' (IDW10404, §1.4).
-            first = wanted[0]
-            if not first.endswith(_DEFAULT_SUFFIX):
-                raise ConfigurationError(
-                    f"app tokens need a scope ending in '/.default' (e.g. 'api://x/.default'), got {first!r} "
-                    f"for the API '{name}' (IDW10404)",
-                    key=f"DownstreamApis__{name}__Scopes",
-                )
-            normalized: tuple[str, ...] = (first,)
-        else:
-            normalized = tuple(sorted({s for s in wanted if s.lower() not in _OIDC_SCOPES}))
-            if not normalized:
-                raise ConfigurationError(
-                    f"No scopes found for the API '{name}' besides openid/profile/offline_access",
-                    key=f"DownstreamApis__{name}__Scopes",
-                )
-        if tenant is not None:
-            resolved = _check_tenant(tenant, "tenant")
-        elif api is not None and api.tenant:
-            resolved = _check_tenant(api.tenant, f"DownstreamApis__{name}__AcquireTokenOptions__Tenant")
-        elif flow in ("obo", "agent_obo") and self._principal is not None and self._principal.tid:
-            # OBO runs in the caller's tenant (spec §3.9 "OBO details").
-            resolved = _check_tenant(self._principal.tid, "the caller's tid")
-        else:
-            resolved = _check_tenant(self._auth.config.tenant_id, "tenant_id")
-        if claims is not None and (not isinstance(claims, str) or not claims.strip()):
-            raise DownstreamRequestError(
-                "claims must be a non-empty JSON claims challenge", reason="bad_claims"
-            )
+        flow, normalized, _, resolved = self._target(name, api, scopes=scopes, app=app, tenant=tenant)
+        return self._request(flow, normalized, resolved, claims=claims, force_refresh=force_refresh)
+
+    def _key(self, flow: Flow, scope_text: str, tenant: str) -> str:
+        """The :meth:`TokenRequest.cache_key` of what :meth:`_request` would build (claims aside), without
+        building it: a cache hit needs only the key. The caller token's digest is kept for the next call."""
         agent = self._agent
-        return TokenRequest(
+        digest = ""
+        if flow in ("obo", "agent_obo") and self._token is not None:
+            memo = self._digest
+            if memo is None:
+                memo = self._digest = assertion_digest(self._token)
+            digest = memo
+        user = agent is not None and flow == "agent_user"
+        return request_key(
             flow=flow,
-            scopes=normalized,
+            tenant=tenant,
             client_id=self._auth.config.client_id,
-            tenant=resolved,
             agent_id=agent.agent_id if agent is not None else None,
-            user_assertion=self._token if flow in ("obo", "agent_obo") else None,
-            username=agent.username if agent is not None and flow == "agent_user" else None,
-            user_object_id=agent.user_id if agent is not None and flow == "agent_user" else None,
-            claims=claims,
-            force_refresh=force_refresh or claims is not None,
+            digest=digest,
+            username=agent.username if user and agent is not None else None,
+            user_object_id=agent.user_id if user and agent is not None else None,
+            scopes=scope_text,
+            claims=None,
         )
 
     def _header(self, token: AccessToken) -> str:
@@ -526,9 +562,7 @@ class Downstream:
         auth = self._auth
 
         def fetch(request: TokenRequest) -> AccessToken:
-            logger.debug(
-                "token request flow=%s tenant=%s agent=%s", request.flow, request.tenant, request.agent_id
-            )
+            logger.debug("token request flow=%s tenant=%s agent=%s", request.flow, request.tenant, request.agent_id)
             got: AccessToken = auth.acquirer.fetch(request)
             return got
 
@@ -539,9 +573,7 @@ class Downstream:
         auth = self._auth
 
         async def afetch(request: TokenRequest) -> AccessToken:
-            logger.debug(
-                "token request flow=%s tenant=%s agent=%s", request.flow, request.tenant, request.agent_id
-            )
+            logger.debug("token request flow=%s tenant=%s agent=%s", request.flow, request.tenant, request.agent_id)
             got: AccessToken = await auth.acquirer.afetch(request)
             return got
 
@@ -573,15 +605,15 @@ class Downstream:
             headers = {"Authorization": downstream.authorization_header("graph")}
             downstream.authorization_header("custom", scopes=["api://weather/.default"], app=True)
         """
-        req = self._plan(
-            api,
-            self._api(api, required=False),
-            scopes=scopes,
-            app=app,
-            tenant=tenant,
-            claims=claims,
-            force_refresh=force_refresh,
+        flow, wanted, scope_text, resolved = self._target(
+            api, self._api(api, required=False), scopes=scopes, app=app, tenant=tenant
         )
+        if claims is None and not force_refresh:
+            # The hot path: a cache hit found by its key alone, no TokenRequest built.
+            cached = self._auth.token_cache.peek(self._key(flow, scope_text, resolved))
+            if cached is not None:
+                return self._header(cached)
+        req = self._request(flow, wanted, resolved, claims=claims, force_refresh=force_refresh)
         return self._header(self._fetch(req))
 
     async def aauthorization_header(
@@ -595,15 +627,14 @@ class Downstream:
         force_refresh: bool = False,
     ) -> str:
         """Async twin of :meth:`authorization_header`. ``await downstream.aauthorization_header("graph")``"""
-        req = self._plan(
-            api,
-            self._api(api, required=False),
-            scopes=scopes,
-            app=app,
-            tenant=tenant,
-            claims=claims,
-            force_refresh=force_refresh,
+        flow, wanted, scope_text, resolved = self._target(
+            api, self._api(api, required=False), scopes=scopes, app=app, tenant=tenant
         )
+        if claims is None and not force_refresh:
+            cached = self._auth.token_cache.peek(self._key(flow, scope_text, resolved))
+            if cached is not None:
+                return self._header(cached)
+        req = self._request(flow, wanted, resolved, claims=claims, force_refresh=force_refresh)
         return self._header(await self._afetch(req))
 
     # -- calls -------------------------------------------------------------------------------------------
@@ -637,9 +668,7 @@ class Downstream:
         query: list[tuple[str, str]] = list(api.extra_query.items())
         if params is not None:
             if not isinstance(params, Mapping):
-                raise DownstreamRequestError(
-                    "params must be a mapping of names to values", reason="bad_query"
-                )
+                raise DownstreamRequestError("params must be a mapping of names to values", reason="bad_query")
             query.extend(params.items())
         url = build_url(api.base_url, path or api.relative_path, query)
         base_headers = _build_headers(api, headers, has_content=body is not None)
@@ -748,9 +777,7 @@ class Downstream:
         try:
             step = next(steps)
             while True:
-                result: Any = (
-                    await self._afetch(step) if isinstance(step, TokenRequest) else await self._asend(step)
-                )
+                result: Any = await self._afetch(step) if isinstance(step, TokenRequest) else await self._asend(step)
                 step = steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
@@ -811,8 +838,7 @@ def _unreachable(call: _Call, *, timeout: bool) -> DownstreamCallError:
 def _too_large(call: _Call) -> DownstreamCallError:
     logger.warning("downstream api=%s response over max_response_bytes=%d", call.api, call.max_bytes)
     return DownstreamCallError(
-        f"the downstream API '{call.api}' answered with more than {call.max_bytes} bytes "
-        "(max_response_bytes)",
+        f"the downstream API '{call.api}' answered with more than {call.max_bytes} bytes (max_response_bytes)",
         api=call.api,
         reason="response_too_large",
     )

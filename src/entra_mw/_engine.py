@@ -13,13 +13,13 @@ import httpx2
 
 from ._clock import Clock, SystemClock
 from ._config import EntraConfig
+from ._downstream import Downstream
 from ._http import HttpSeam
 from ._principal import Principal
 
 if TYPE_CHECKING:
     from ._acquisition.cache import TokenCache
     from ._acquisition.engine import Acquirer
-    from ._downstream import Downstream
     from ._validation import TokenValidator
 
 __all__ = ["EntraAuth"]
@@ -126,8 +126,7 @@ class EntraAuth:
     def downstream(self, principal: Principal | None = None, token: str | None = None) -> Downstream:
         """A request-scoped :class:`Downstream` acting for ``principal`` (whose raw ``token`` enables OBO), or
         app-only when both are ``None``."""
-        from ._downstream import Downstream
-
+        # Imported at module level: an import statement here would cost more than the rest of a cache hit.
         return Downstream(self, principal=principal, token=token)
 
     # -- lifecycle ---------------------------------------------------------------------------------------

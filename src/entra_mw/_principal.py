@@ -69,7 +69,7 @@ class Principal(Mapping[str, Any]):
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((self.oid, self.tid, self.sub, self._claims.get("uti")))
+        return hash((self.oid, self.tid, self.sub, self._str("uti")))
 
     # Typed accessors ----------------------------------------------------------------------------------
     def _str(self, name: str) -> str | None:

@@ -18,7 +18,7 @@ For each token, in order:
    tenant-specific authority the token's tenant must be the configured one, for ``common``/
    ``organizations`` ``allowed_tenants`` (``None`` = any tenant) decides;
 8. the signing key's own ``issuer`` property (spec §4.4, IDX40009/IDX40004/IDX40005);
-9. ``scp`` or ``roles`` present unless ``allow_acl_authorization`` (spec §4.6, IDW10201).
+9. a non-empty ``scp`` or ``roles`` unless ``allow_acl_authorization`` (spec §4.6, IDW10201).
 
 Every refusal is an :class:`~entra_mw.errors.InvalidToken` with a client-safe description and a reason
 code, logged at INFO with ``kid``/``iss``/``aud``/``tid`` (never the token).
@@ -85,6 +85,20 @@ def _fact(value: Any) -> str | None:
     if "eyJ" in value:
         return "<redacted>"
     return value if len(value) <= 128 else value[:100] + "..."
+
+
+def _grants_something(claims: dict[str, Any]) -> bool:
+    """Whether the token carries a delegated scope or an app role (spec §4.6, IDW10201). A claim that is
+    present but empty (``"roles": []``, ``"scp": ""``, ``null``) grants nothing and does not count: .NET turns
+    an empty JSON array into no claim at all, and an empty or null value authorises nothing either."""
+    for name in _SCOPE_CLAIMS:
+        value = claims.get(name)
+        if value.__class__ is str:
+            if value and not value.isspace():
+                return True
+        elif value.__class__ is list and any(v.__class__ is str and v and not v.isspace() for v in value):
+            return True
+    return False
 
 
 class _Entry:
@@ -260,12 +274,7 @@ class TokenValidator:
             if len(self._issuers_ok) >= _ISSUER_MEMO_SIZE:
                 self._issuers_ok.clear()
             self._issuers_ok[memo] = keyset  # type: ignore[index]
-        if (
-            "scp" not in claims
-            and "roles" not in claims
-            and not self._allow_acl
-            and not any(name in claims for name in _SCOPE_CLAIMS)
-        ):
+        if not self._allow_acl and not _grants_something(claims):
             # IDW10201: a token with neither delegated scopes nor app roles authorises nothing.
             raise _reject("Neither scope nor roles claim was found in the token.", "no_scope_or_roles")
         valid_until = min(exp + skew, now + self._cache_ttl)

@@ -28,6 +28,9 @@ class RecordingCache:
         self.requests.append(req)
         return AccessToken(token=f"downstream-token-{len(self.requests)}", expires_on=4_000_000_000.0)
 
+    def peek(self, key: str) -> AccessToken | None:
+        return None  # never a hit: every request reaches get_or_fetch and is recorded
+
     def get_or_fetch(self, req: TokenRequest, fetch: Callable[[TokenRequest], AccessToken]) -> AccessToken:
         return self._mint(req)
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["AccessToken", "Flow", "TokenRequest"]
+__all__ = ["AccessToken", "Flow", "TokenRequest", "assertion_digest", "request_key", "scope_set"]
 
 #: app: client credentials as this app. obo: On-Behalf-Of the caller. agent_app: autonomous agent (T1, then
 #: the agent's client credentials). agent_obo: T1, then OBO as the agent. agent_user: T1, T2, then user_fic.
@@ -70,35 +70,70 @@ class TokenRequest:
         return key
 
     def _canonical_key(self) -> str:
-        # Every user-bearing field has a part of its own: a request naming both a caller and a user must never
-        # share a key with one naming only one of them.
-        assertion = ""
-        if self.user_assertion is not None:
-            assertion = hashlib.sha256(self.user_assertion.encode()).hexdigest()
-        username = "" if self.username is None else "u:" + self.username.lower()
-        object_id = "" if self.user_object_id is None else "o:" + self.user_object_id.lower()
-        scopes = self.scopes
-        scope_set = scopes[0].lower() if len(scopes) == 1 else " ".join(sorted({s.lower() for s in scopes}))
-        claims = hashlib.sha256(self.claims.encode()).hexdigest() if self.claims else ""
-        parts = (
-            self.flow,
-            self.tenant.lower(),
-            self.client_id.lower(),
-            (self.agent_id or "").lower(),
-            assertion,
-            username,
-            object_id,
-            scope_set,
-            claims,
+        return request_key(
+            flow=self.flow,
+            tenant=self.tenant,
+            client_id=self.client_id,
+            agent_id=self.agent_id,
+            digest="" if self.user_assertion is None else assertion_digest(self.user_assertion),
+            username=self.username,
+            user_object_id=self.user_object_id,
+            scopes=scope_set(self.scopes),
+            claims=self.claims,
         )
-        text = _SEP.join(parts)
-        if text.count(_SEP) == len(parts) - 1:
-            # The fast form: no part contains the separator, so the fixed number of parts makes it injective.
-            return "v2" + _SEP + text
-        # A part carries the separator itself (only hostile or broken input does): fall back to JSON, which is
-        # unambiguous and cannot be confused with the fast form (it starts with "[", not "v2").
-        return json.dumps(parts, separators=(",", ":"))
+
+
+def assertion_digest(assertion: str) -> str:
+    """The SHA-256 (hex) of a caller's token: what stands for the caller in a cache key."""
+    return hashlib.sha256(assertion.encode()).hexdigest()
+
+
+def scope_set(scopes: tuple[str, ...]) -> str:
+    """The scope set as Entra reads it (RFC 6749 §3.3: space-delimited, order-free), lowercased and sorted."""
+    return scopes[0].lower() if len(scopes) == 1 else " ".join(sorted({s.lower() for s in scopes}))
+
+
+def request_key(
+    *,
+    flow: str,
+    tenant: str,
+    client_id: str,
+    agent_id: str | None,
+    digest: str,
+    username: str | None,
+    user_object_id: str | None,
+    scopes: str,
+    claims: str | None,
+) -> str:
+    """The canonical cache key of a token request (see :meth:`TokenRequest.cache_key`), from its parts.
+
+    ``digest`` is :func:`assertion_digest` of the caller's token (``""`` without one) and ``scopes`` is
+    :func:`scope_set` of the scopes, so a caller that already holds them (``Downstream`` on a cache hit) gets
+    the very key a ``TokenRequest`` would, without building one::
+
+        parts = {"agent_id": None, "digest": "", "username": None, "user_object_id": None, "claims": None}
+        key = request_key(flow="app", tenant="t", client_id="c", scopes="api://x/.default", **parts)
+        assert key == TokenRequest(flow="app", scopes=("api://x/.default",), client_id="c", tenant="t").cache_key()
+    """
+    # Every user-bearing field has a part of its own: a request naming both a caller and a user must never
+    # share a key with one naming only one of them.
+    username = "" if username is None else "u:" + username.lower()
+    object_id = "" if user_object_id is None else "o:" + user_object_id.lower()
+    claims_digest = hashlib.sha256(claims.encode()).hexdigest() if claims else ""
+    agent = "" if agent_id is None else agent_id.lower()
+    text = (
+        f"v2\x1f{flow}\x1f{tenant.lower()}\x1f{client_id.lower()}\x1f{agent}\x1f{digest}\x1f{username}"
+        f"\x1f{object_id}\x1f{scopes}\x1f{claims_digest}"
+    )
+    if text.count(_SEP) == _PARTS:
+        # The fast form: no part contains the separator, so the fixed number of parts makes it injective.
+        return text
+    # A part carries the separator itself (only hostile or broken input does): fall back to JSON, which is
+    # unambiguous and cannot be confused with the fast form (it starts with "[", not "v2").
+    parts = (flow, tenant.lower(), client_id.lower(), agent, digest, username, object_id, scopes, claims_digest)
+    return json.dumps(parts, separators=(",", ":"))
 
 
 # ASCII "unit separator": never part of a GUID, a domain, a UPN, a scope (RFC 6749 §3.3) or a hex digest.
 _SEP = "\x1f"
+_PARTS = 9  # between "v2" and the nine parts; one more means a part carries a separator itself

@@ -69,7 +69,8 @@ class L2Store(Protocol):
 class CacheStats:
     """Counters since the cache was built.
 
-    ``hits``: answered from L1. ``misses``: no usable L1 entry. ``l2_hits``: misses answered by L2.
+    ``hits``: answered from L1 (by :meth:`TokenCache.peek` too). ``misses``: no usable L1 entry.
+    ``l2_hits``: misses answered by L2.
     ``fetches``: calls to the fetch function. ``refreshes``: proactive refreshes started (counted in
     ``fetches`` too when they reach the network rather than finding a fresher token in L2).
     ``stale_served``: a token past its ``refresh_on`` served while a refresh was under way, cooling down or
@@ -249,7 +250,7 @@ class TokenCache:
         """
         key = req.cache_key()
         if not req.force_refresh:
-            token = self._hit(key)
+            token = self.peek(key)
             if token is not None:
                 return token
         l2 = self._l2
@@ -287,7 +288,7 @@ class TokenCache:
         """
         key = req.cache_key()
         if not req.force_refresh:
-            token = self._hit(key)
+            token = self.peek(key)
             if token is not None:
                 return token
         import anyio
@@ -318,7 +319,15 @@ class TokenCache:
 
     # -- the decisions ---------------------------------------------------------------------------------------
 
-    def _hit(self, key: str) -> AccessToken | None:
+    def peek(self, key: str) -> AccessToken | None:
+        """The L1 token for ``key`` (a :meth:`TokenRequest.cache_key`) when it can be served as it is, else
+        ``None``: absent, expired, or due for a proactive refresh (those go through :meth:`get_or_fetch`).
+        Counts a hit; never reads L2, never fetches, never waits.
+
+        ::
+
+            token = cache.peek(req.cache_key()) or cache.get_or_fetch(req, acquirer.fetch)
+        """
         # The hot path: one clock read, one lookup, one flag set (no reordering). Anything unusual goes to the flow.
         now = self._clock.time()
         with self._lock:

@@ -7,6 +7,7 @@ the sync transport (``time.sleep``), the async transport (``anyio.sleep``) and t
 Endpoints (spec §5.4, §5.5; the token endpoint lives in ``_token_endpoint``):
 
 * ``GET /common/discovery/instance?authorization_endpoint=...&api-version=1.0`` — instance discovery;
+* ``GET /common/userrealm/{username}?api-version=1.0`` — user realm discovery (MSAL asks it before ROPC);
 * ``GET /{tenant}/v2.0/.well-known/openid-configuration`` and (v1)
   ``GET /{tenant}/.well-known/openid-configuration`` for a tenant id, its domain, ``common`` or
   ``organizations``, with optional ``?appid=``;
@@ -67,6 +68,7 @@ __all__ = ["ENDPOINTS", "FakeEntra", "FaultRule", "Faults", "Scenario"]
 ENDPOINTS: Final = frozenset(
     {
         "instance_discovery",
+        "user_realm",
         "openid_configuration",
         "jwks",
         "token",
@@ -1080,6 +1082,8 @@ class FakeEntra:
         low = [s.lower() for s in segs]
         if n == 3 and low[1:] == ["discovery", "instance"]:
             return "instance_discovery", self._get_only(method, lambda: self._instance_discovery(request))
+        if n == 3 and low[:2] == ["common", "userrealm"]:
+            return "user_realm", self._get_only(method, lambda: self._user_realm(segs[2]))
         if n == 4 and low[1:] == ["v2.0", ".well-known", "openid-configuration"]:
             return "openid_configuration", self._get_only(
                 method, lambda: self._openid(request, segs[0], v1=False)
@@ -1150,6 +1154,10 @@ class FakeEntra:
         if parsed is None or parsed.scheme != "https" or not parsed.host or not path:
             return self.error_response(400, "invalid_instance", 50049, "Unknown or invalid instance.")
         host = parsed.host + (f":{parsed.port}" if parsed.port is not None else "")
+        if parsed.port is None and parsed.host == request.url.host and request.url.port is not None:
+            # MSAL builds ``authorization_endpoint`` from the authority's hostname and drops its port (MSALPY
+            # 1.39 ``authority.canonicalize``); when it names this very server, point back at the port asked.
+            host = f"{parsed.host}:{request.url.port}"
         tenant = path[0]
         aliases = list(_PUBLIC_CLOUD_ALIASES) if self.authority_host in _PUBLIC_CLOUD_ALIASES else []
         if self.authority_host not in aliases:
@@ -1170,6 +1178,19 @@ class FakeEntra:
                 "metadata": metadata,
             }
         )
+
+    def _user_realm(self, username: str) -> httpx2.Response:
+        # Every FakeEntra domain is cloud-managed (no federation, so MSAL never tries WS-Trust); a domain no
+        # tenant owns is "Unknown", as Entra answers.
+        domain = username.rpartition("@")[2][:256]
+        with self.lock:
+            tenant = self.registry.tenant(domain) if domain else None
+        body: dict[str, Any] = {"ver": "1.0", "account_type": "Managed" if tenant is not None else "Unknown"}
+        if tenant is not None:
+            body["domain_name"] = tenant.domain
+        body["cloud_instance_name"] = "microsoftonline.com"
+        body["cloud_audience_urn"] = "urn:federation:MicrosoftOnline"
+        return self.json_response(body, headers={"Cache-Control": "no-store, no-cache"})
 
     def _openid(self, request: httpx2.Request, segment: str, *, v1: bool) -> httpx2.Response:
         resolved = self._resolve_segment(segment)
