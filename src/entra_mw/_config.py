@@ -210,6 +210,12 @@ class EntraConfig:
         object.__setattr__(self, "valid_issuers", _str_tuple(self.valid_issuers, "valid_issuers"))
         if self.allowed_tenants is not None:
             allowed = _str_tuple(self.allowed_tenants, "allowed_tenants")
+            # Tokens carry the tenant GUID in tid; a domain here would never match and fail closed, silently.
+            not_guids = [t for t in allowed if not _is_guid(t)]
+            if not_guids:
+                raise ConfigurationError(
+                    f"allowed_tenants must hold tenant ids (GUIDs), got {not_guids}", key="allowed_tenants"
+                )
             object.__setattr__(self, "allowed_tenants", tuple(t.lower() for t in allowed))
         object.__setattr__(self, "algorithms", _str_tuple(self.algorithms, "algorithms"))
         bad_alg = [a for a in self.algorithms if a not in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 __all__ = ["Principal"]
@@ -22,6 +24,14 @@ def _facets(value: Any) -> frozenset[int] | None:
             return None
         out.add(int(part))
     return frozenset(out)
+
+
+def _frozen(value: Any) -> Any:
+    if value.__class__ is list:
+        return tuple(_frozen(v) for v in value)
+    if value.__class__ is dict:
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    return value
 
 
 class Principal(Mapping[str, Any]):
@@ -51,7 +61,14 @@ class Principal(Mapping[str, Any]):
 
     # Mapping protocol ---------------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
-        return self._claims[key]
+        # A validated principal is cached and shared by every request bearing the same token, so containers
+        # come back read-only: a list as a tuple, an object as a read-only mapping.
+        value = self._claims[key]
+        if value.__class__ is list:
+            return _frozen(value)
+        if value.__class__ is dict:
+            return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._claims)
@@ -77,9 +94,9 @@ class Principal(Mapping[str, Any]):
         return value if isinstance(value, str) else None
 
     @property
-    def claims(self) -> Mapping[str, Any]:
-        """A copy of the raw claims."""
-        return dict(self._claims)
+    def claims(self) -> dict[str, Any]:
+        """A deep copy of the raw claims, as plain JSON types (safe to change)."""
+        return copy.deepcopy(self._claims)
 
     @property
     def oid(self) -> str | None:

@@ -228,3 +228,11 @@ def test_credentials_validate_themselves() -> None:
     with pytest.raises(ConfigurationError, match="AZURE_FEDERATED_TOKEN_FILE"):
         SignedAssertionFile().resolve_path({})
     assert SignedAssertionFile().resolve_path({"AZURE_FEDERATED_TOKEN_FILE": "/var/run/t"}) == "/var/run/t"
+
+
+def test_allowed_tenants_must_be_guids() -> None:
+    with pytest.raises(ConfigurationError, match="GUIDs") as info:
+        EntraConfig(tenant_id="common", client_id=CLIENT, allowed_tenants=["contoso.onmicrosoft.com"])
+    assert info.value.key == "allowed_tenants"
+    config = EntraConfig(tenant_id="organizations", client_id=CLIENT, allowed_tenants=[TENANT.upper()])
+    assert config.allowed_tenants == (TENANT,)

@@ -59,3 +59,16 @@ def test_requirement_scopes_roles_tenants() -> None:
     assert Requirement(tenants=["t1"]).is_satisfied_by(user)
     assert not Requirement(tenants=["t2"]).is_satisfied_by(user)
     assert Requirement().is_satisfied_by(Principal({}))
+
+
+def test_containers_are_read_only_and_claims_is_a_copy() -> None:
+    p = Principal({"roles": ["a", ["b"]], "xms_cc": {"k": ["v"]}, "oid": "o"})
+    roles = p["roles"]
+    assert roles == ("a", ("b",))
+    nested = p["xms_cc"]
+    with pytest.raises(TypeError):
+        nested["k"] = "x"
+    copy = p.claims
+    copy["roles"].append("c")
+    assert p["roles"] == ("a", ("b",))
+    assert dict(p)["oid"] == "o"
