@@ -127,6 +127,22 @@ def bench_cold(bench: Bench, *, number: int, repeat: int) -> Stats:
     return measure_each(bench.auth.validate, batches)
 
 
+def bench_pyjwt(bench: Bench, *, number: int, repeat: int) -> Stats:
+    """PyJWT's ``jwt.decode`` with the same key and checks (signature, exp, aud, iss), for context."""
+    import jwt
+
+    header = json.loads(_b64decode(bench.token.split(".")[0]))
+    public_key = bench.fake.signing_key(header["kid"]).private_key.public_key()
+    claims = json.loads(_b64decode(bench.token.split(".")[1]))
+    audience, issuer = claims["aud"], claims["iss"]
+
+    def decode(token: str) -> None:
+        jwt.decode(token, public_key, algorithms=["RS256"], audience=audience, issuer=issuer)
+
+    batches = [[bench.mint() for _ in range(number)] for _ in range(repeat)]
+    return measure_each(decode, batches)
+
+
 def bench_hit(bench: Bench, *, number: int, repeat: int) -> Stats:
     token = bench.token
     validate = bench.auth.validate
@@ -402,6 +418,7 @@ def bench_uvicorn(*, duration: float, rounds: int, connections: int = 16, tool: 
 class Report:
     raw: Stats
     cold: Stats
+    pyjwt: Stats
     hit: Stats
     middleware: MiddlewareResult
     load: LoadResult | None
@@ -445,6 +462,8 @@ class Report:
             f" {self.raw.median * 1e6:.1f} µs | 1.00 |",
             f"| cold validation (key cached, distinct tokens) | {self.cold.min * 1e6:.1f} µs |"
             f" {self.cold.median * 1e6:.1f} µs | {self.cold.min / raw:.2f} |",
+            f"| for context: PyJWT `jwt.decode` (signature, exp, aud, iss; distinct tokens) |"
+            f" {self.pyjwt.min * 1e6:.1f} µs | {self.pyjwt.median * 1e6:.1f} µs | {self.pyjwt.min / raw:.2f} |",
             f"| validated-token cache hit | {self.hit.min * 1e6:.2f} µs | {self.hit.median * 1e6:.2f} µs |"
             f" {self.hit.min / raw:.3f} |",
             f"| bare Starlette request (raw ASGI driver) | {mw.bare.min * 1e6:.1f} µs |"
@@ -492,6 +511,16 @@ class Report:
             "cache never hits. The middleware overhead is the difference between the protected and the bare "
             "app driven by the same raw ASGI loop, their repeats interleaved."
         )
+        parts.append(
+            "Where the cold path goes beyond the RSA verify (about 15 µs, measured stage by stage on this "
+            "machine with a 1.4 KB Entra-shaped token): base64url decoding of the payload and signature in "
+            "strict mode (about 3.5 µs), JSON with duplicate-name rejection (about 3.5 µs; without the check "
+            "the C scanner alone takes about 2.7 µs), the depth and claim-type checks (about 1.4 µs), splitting "
+            "and encoding (about 0.8 µs), and the lifetime, audience, issuer and key-issuer rules with the cache "
+            "insert (about 3 µs). The decoding and parsing are C code already; dropping the duplicate-name and "
+            "depth checks would reach only about 1.7 times the verify, so the 1.6 times target is not met without weakening the "
+            "hardening DESIGN §3 asks for, and the checks stay."
+        )
         return "\n\n".join(parts)
 
 
@@ -501,17 +530,19 @@ def run(*, quick: bool, uvicorn: bool = True) -> Report:
         if quick:
             raw = bench_raw_verify(bench, number=50, repeat=3)
             cold = bench_cold(bench, number=10, repeat=2)
+            pyjwt = bench_pyjwt(bench, number=10, repeat=2)
             hit = bench_hit(bench, number=200, repeat=3)
             mw = bench_middleware(bench, number=200, repeat=3)
         else:
             raw = bench_raw_verify(bench, number=2000, repeat=7)
             cold = bench_cold(bench, number=300, repeat=5)
+            pyjwt = bench_pyjwt(bench, number=300, repeat=5)
             hit = bench_hit(bench, number=50_000, repeat=7)
             mw = bench_middleware(bench, number=20_000, repeat=9)
     finally:
         bench.close()
     load = bench_uvicorn(duration=1.0 if quick else 3.0, rounds=2 if quick else 8) if uvicorn else None
-    return Report(raw=raw, cold=cold, hit=hit, middleware=mw, load=load)
+    return Report(raw=raw, cold=cold, pyjwt=pyjwt, hit=hit, middleware=mw, load=load)
 
 
 def main(argv: list[str] | None = None) -> int:

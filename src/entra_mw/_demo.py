@@ -195,6 +195,7 @@ def _weather_api(auth: EntraAuth, required: Requirement, verdicts: list[str], tm
     key_path.touch(mode=0o600)
     key_path.write_bytes(material.key_pem)
     (tmp / "api-ca.pem").write_bytes(material.ca_pem)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await auth.astartup()  # fetch metadata and keys before serving

@@ -40,7 +40,7 @@ from urllib.parse import quote, unquote
 
 import httpx2
 
-from ._acquisition._types import AccessToken, Flow, TokenRequest, assertion_digest, request_key, scope_set
+from ._acquisition._types import AccessToken, Flow, KeyFrame, TokenRequest, assertion_digest, key_frame, scope_set
 from ._config import _DOMAIN, META_TENANTS, DownstreamApi, _is_guid, sequence_of
 from ._principal import Principal
 from .errors import ConfigurationError, DownstreamCallError, DownstreamRequestError
@@ -324,6 +324,18 @@ def _normalized_scopes(wanted: tuple[str, ...], app_path: bool) -> tuple[tuple[s
 
 
 @dataclass(frozen=True, slots=True)
+class _HitPlan:
+    """What a cache hit needs: the key around the caller's digest, and whether the key carries that digest."""
+
+    frame: KeyFrame | None
+    obo: bool
+
+
+# Memoised plans per engine: one per API, app flag, agent view and caller tenant in use.
+_MAX_PLANS: Final = 4096
+
+
+@dataclass(frozen=True, slots=True)
 class _Call:
     """One HTTP request to send (the generator's ``yield``)."""
 
@@ -527,28 +539,52 @@ class Downstream:
         flow, normalized, _, resolved = self._target(name, api, scopes=scopes, app=app, tenant=tenant)
         return self._request(flow, normalized, resolved, claims=claims, force_refresh=force_refresh)
 
-    def _key(self, flow: Flow, scope_text: str, tenant: str) -> str:
-        """The :meth:`TokenRequest.cache_key` of what :meth:`_request` would build (claims aside), without
-        building it: a cache hit needs only the key. The caller token's digest is kept for the next call."""
-        agent = self._agent
+    def _cached(
+        self, name: str, scopes: Sequence[str] | str | None, app: bool, tenant: str | None
+    ) -> AccessToken | None:
+        """The cached token for this plan, found by its key alone: no ``TokenRequest`` is built.
+
+        With the API's own scopes and tenant, the plan (flow, scopes, tenant, and so the key around the caller's
+        digest) is memoised on the engine: it depends only on the configuration, the API name, ``app``,
+        whether there is a caller token, the agent view and the caller's ``tid``.
+        """
+        memo: tuple[object, ...] | None = None
+        plans = self._auth._downstream_plans
+        plan: _HitPlan | None = None
+        if scopes is None and tenant is None and isinstance(name, str) and isinstance(app, bool):
+            principal = self._principal
+            memo = (name, app, self._token is None, self._agent, None if principal is None else principal.tid)
+            plan = plans.get(memo)
+        if plan is None:
+            flow, _, scope_text, resolved = self._target(
+                name, self._api(name, required=False), scopes=scopes, app=app, tenant=tenant
+            )
+            agent = self._agent
+            user = agent is not None and flow == "agent_user"
+            frame = key_frame(
+                flow=flow,
+                tenant=resolved,
+                client_id=self._auth.config.client_id,
+                agent_id=agent.agent_id if agent is not None else None,
+                username=agent.username if user and agent is not None else None,
+                user_object_id=agent.user_id if user and agent is not None else None,
+                scopes=scope_text,
+                claims=None,
+            )
+            plan = _HitPlan(frame=frame, obo=flow in ("obo", "agent_obo"))
+            if memo is not None:
+                if len(plans) >= _MAX_PLANS:
+                    plans.clear()  # many tenants' callers: start over rather than grow without bound
+                plans[memo] = plan
+        if plan.frame is None:
+            return None  # a part carries the key separator: only the slow path builds that (JSON) key
         digest = ""
-        if flow in ("obo", "agent_obo") and self._token is not None:
-            memo = self._digest
-            if memo is None:
-                memo = self._digest = assertion_digest(self._token)
-            digest = memo
-        user = agent is not None and flow == "agent_user"
-        return request_key(
-            flow=flow,
-            tenant=tenant,
-            client_id=self._auth.config.client_id,
-            agent_id=agent.agent_id if agent is not None else None,
-            digest=digest,
-            username=agent.username if user and agent is not None else None,
-            user_object_id=agent.user_id if user and agent is not None else None,
-            scopes=scope_text,
-            claims=None,
-        )
+        if plan.obo and self._token is not None:
+            memo_digest = self._digest
+            if memo_digest is None:
+                memo_digest = self._digest = assertion_digest(self._token)
+            digest = memo_digest
+        return self._auth.token_cache.peek(plan.frame.key(digest))
 
     def _header(self, token: AccessToken) -> str:
         if self._token is not None and token.token == self._token:
@@ -605,14 +641,14 @@ class Downstream:
             headers = {"Authorization": downstream.authorization_header("graph")}
             downstream.authorization_header("custom", scopes=["api://weather/.default"], app=True)
         """
-        flow, wanted, scope_text, resolved = self._target(
-            api, self._api(api, required=False), scopes=scopes, app=app, tenant=tenant
-        )
         if claims is None and not force_refresh:
-            # The hot path: a cache hit found by its key alone, no TokenRequest built.
-            cached = self._auth.token_cache.peek(self._key(flow, scope_text, resolved))
+            # The hot path: a cache hit found by its key alone.
+            cached = self._cached(api, scopes, app, tenant)
             if cached is not None:
                 return self._header(cached)
+        flow, wanted, _, resolved = self._target(
+            api, self._api(api, required=False), scopes=scopes, app=app, tenant=tenant
+        )
         req = self._request(flow, wanted, resolved, claims=claims, force_refresh=force_refresh)
         return self._header(self._fetch(req))
 
@@ -627,13 +663,13 @@ class Downstream:
         force_refresh: bool = False,
     ) -> str:
         """Async twin of :meth:`authorization_header`. ``await downstream.aauthorization_header("graph")``"""
-        flow, wanted, scope_text, resolved = self._target(
-            api, self._api(api, required=False), scopes=scopes, app=app, tenant=tenant
-        )
         if claims is None and not force_refresh:
-            cached = self._auth.token_cache.peek(self._key(flow, scope_text, resolved))
+            cached = self._cached(api, scopes, app, tenant)
             if cached is not None:
                 return self._header(cached)
+        flow, wanted, _, resolved = self._target(
+            api, self._api(api, required=False), scopes=scopes, app=app, tenant=tenant
+        )
         req = self._request(flow, wanted, resolved, claims=claims, force_refresh=force_refresh)
         return self._header(await self._afetch(req))
 

@@ -61,6 +61,8 @@ class EntraAuth:
         self._validator: TokenValidator | None = None
         self._acquirer: Acquirer | None = None
         self._token_cache: TokenCache | None = token_cache
+        # Downstream's memo of token plans per API (flow, scopes, tenant, key frame); the config never changes.
+        self._downstream_plans: dict[tuple[object, ...], Any] = {}
 
     def __repr__(self) -> str:
         return f"EntraAuth(tenant_id={self.config.tenant_id!r}, client_id={self.config.client_id!r})"

@@ -63,9 +63,7 @@ def test_v1_metadata(fake_entra: FakeEntra) -> None:
 def test_appid_query_is_carried_to_jwks_uri(fake_entra: FakeEntra) -> None:
     s = fake_entra.quickstart()
     with _client(fake_entra) as client:
-        v2 = client.get(
-            f"{LOGIN}/{s.tenant.tenant_id}/v2.0/.well-known/openid-configuration?appid={s.api.app_id}"
-        )
+        v2 = client.get(f"{LOGIN}/{s.tenant.tenant_id}/v2.0/.well-known/openid-configuration?appid={s.api.app_id}")
         v1 = client.get(f"{LOGIN}/common/.well-known/openid-configuration", params={"appid": s.api.app_id})
     assert v2.json()["jwks_uri"] == f"{LOGIN}/{s.tenant.tenant_id}/discovery/v2.0/keys?appid={s.api.app_id}"
     assert v1.json()["jwks_uri"] == f"{LOGIN}/common/discovery/keys?appid={s.api.app_id}"
@@ -75,9 +73,7 @@ def test_documents_use_the_request_host_but_issuers_use_the_authority_host() -> 
     fake = FakeEntra(clock=FakeClock(), authority_host="login.microsoftonline.us")
     tenant = fake.add_tenant()
     with _client(fake) as client:
-        doc = client.get(
-            f"http://fake.test:8080/{tenant.tenant_id}/v2.0/.well-known/openid-configuration"
-        ).json()
+        doc = client.get(f"http://fake.test:8080/{tenant.tenant_id}/v2.0/.well-known/openid-configuration").json()
     assert doc["issuer"] == f"https://login.microsoftonline.us/{tenant.tenant_id}/v2.0"
     assert doc["jwks_uri"] == f"http://fake.test:8080/{tenant.tenant_id}/discovery/v2.0/keys"
 

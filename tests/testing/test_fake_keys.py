@@ -48,9 +48,7 @@ def test_jwk_shape_and_consistency(fake_entra: FakeEntra) -> None:
     assert public.public_numbers().e == _b64url_int(key["e"]) == 65537
 
 
-@pytest.mark.parametrize(
-    "path", ["common/discovery/v2.0/keys", "organizations/discovery/keys", "discovery/keys"]
-)
+@pytest.mark.parametrize("path", ["common/discovery/v2.0/keys", "organizations/discovery/keys", "discovery/keys"])
 def test_multi_tenant_keys_carry_the_template_issuer(fake_entra: FakeEntra, path: str) -> None:
     keys = _jwks(fake_entra, path)
     assert [k["issuer"] for k in keys] == [f"{LOGIN}/{{tenantid}}/v2.0"]
@@ -123,10 +121,7 @@ def test_add_certificate(fake_entra: FakeEntra) -> None:
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
     (registered,) = s.client.certificates
     der = cert.public_bytes(serialization.Encoding.DER)
-    assert (
-        registered.thumbprint_sha1
-        == base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
-    )
+    assert registered.thumbprint_sha1 == base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
     assert registered.thumbprint_sha256 == (
         base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
     )

@@ -106,9 +106,7 @@ def test_scopes_are_normalised(fake_entra: FakeEntra) -> None:
         s.user, client=s.client, resource=api, scopes=[f"api://{api.app_id}/Weather.Read", "openid", "Extra"]
     )
     assert fake_entra.decode(explicit)["scp"] == "Weather.Read Extra"
-    default = fake_entra.user_token(
-        s.user, client=s.client, resource=api, scopes=[f"api://{api.app_id}/.default"]
-    )
+    default = fake_entra.user_token(s.user, client=s.client, resource=api, scopes=[f"api://{api.app_id}/.default"])
     assert fake_entra.decode(default)["scp"] == "Weather.Read"
 
 
@@ -140,9 +138,7 @@ def test_autonomous_agent_token(fake_entra: FakeEntra) -> None:
 
 def test_agent_user_token(fake_entra: FakeEntra) -> None:
     s = fake_entra.quickstart()
-    c = _verify(
-        fake_entra, fake_entra.user_token(s.agent_user, client=s.agent, resource=s.api), audience=s.api.app_id
-    )
+    c = _verify(fake_entra, fake_entra.user_token(s.agent_user, client=s.agent, resource=s.api), audience=s.api.app_id)
     _agent_claims(c, s)
     assert c["idtyp"] == "user"
     assert c["oid"] == s.agent_user.object_id
@@ -203,17 +199,12 @@ def test_t2_exchange_token(fake_entra: FakeEntra) -> None:
 def test_extra_claims_and_unknown_resource(fake_entra: FakeEntra) -> None:
     s = fake_entra.quickstart()
     c = fake_entra.decode(
-        fake_entra.app_token(
-            s.client, resource=s.api, extra_claims={"tid": None, "custom": [1, 2], "ver": "9"}
-        )
+        fake_entra.app_token(s.client, resource=s.api, extra_claims={"tid": None, "custom": [1, 2], "ver": "9"})
     )
     assert "tid" not in c
     assert c["custom"] == [1, 2]
     assert c["ver"] == "9"
-    assert (
-        fake_entra.decode(fake_entra.app_token(s.client, resource=f"api://{s.api.app_id}"))["aud"]
-        == s.api.app_id
-    )
+    assert fake_entra.decode(fake_entra.app_token(s.client, resource=f"api://{s.api.app_id}"))["aud"] == s.api.app_id
     with pytest.raises(ValueError, match="unknown resource"):
         fake_entra.app_token(s.client, resource="https://graph.microsoft.com")
 
@@ -235,9 +226,7 @@ def test_sign_arbitrary_claims(fake_entra: FakeEntra) -> None:
 def test_mint_raw_hs256_with_the_public_key(fake_entra: FakeEntra) -> None:
     token = fake_entra.mint_raw({"alg": "HS256", "kid": fake_entra.current_kid}, {"aud": "x"}, alg="HS256")
     head, body, sig = token.split(".")
-    expected = hmac.new(
-        fake_entra.signing_key().public_pem(), f"{head}.{body}".encode(), hashlib.sha256
-    ).digest()
+    expected = hmac.new(fake_entra.signing_key().public_pem(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     assert _b64(sig) == expected
     explicit = fake_entra.mint_raw({"alg": "HS256"}, {"aud": "x"}, alg="HS256", key=b"s" * 32)
     assert jwt.decode(explicit, b"s" * 32, algorithms=["HS256"], audience="x") == {"aud": "x"}
@@ -246,9 +235,7 @@ def test_mint_raw_hs256_with_the_public_key(fake_entra: FakeEntra) -> None:
 def test_mint_raw_none_and_verbatim_parts(fake_entra: FakeEntra) -> None:
     token = fake_entra.mint_raw({"alg": "none"}, {"a": 1}, alg="none")
     assert token.endswith(".")
-    raw = fake_entra.mint_raw(
-        b'{"alg":"RS256","alg":"none"}', b'{"aud":"x","aud":"y"}', signature=b"\x00\x01"
-    )
+    raw = fake_entra.mint_raw(b'{"alg":"RS256","alg":"none"}', b'{"aud":"x","aud":"y"}', signature=b"\x00\x01")
     head, body, sig = raw.split(".")
     assert _b64(head) == b'{"alg":"RS256","alg":"none"}'
     assert _b64(body) == b'{"aud":"x","aud":"y"}'

@@ -33,9 +33,7 @@ def test_served_discovery_jwks_and_token_verification(fake_entra: FakeEntra) -> 
             token, key, algorithms=["RS256"], audience=s.api.app_id, issuer=doc["issuer"], options=options
         )
         assert claims["scp"] == "Weather.Read"
-        assert (
-            client.post(f"{served.base_url}common/v2.0/.well-known/openid-configuration").status_code == 405
-        )
+        assert client.post(f"{served.base_url}common/v2.0/.well-known/openid-configuration").status_code == 405
     assert fake_entra.request_count("jwks") == 1
 
 

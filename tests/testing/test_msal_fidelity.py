@@ -104,18 +104,14 @@ def test_certificate_with_thumbprint(fake_entra: FakeEntra, s: Scenario, http: M
 
 def test_certificate_with_public_certificate(fake_entra: FakeEntra, s: Scenario, http: MsalHttp) -> None:
     key, cert_pem = fake_entra.add_certificate(s.client)
-    app = cca(
-        s, http, s.client.app_id, {"private_key": key.decode(), "public_certificate": cert_pem.decode()}
-    )
+    app = cca(s, http, s.client.app_id, {"private_key": key.decode(), "public_certificate": cert_pem.decode()})
     result = app.acquire_token_for_client([f"{s.api.app_id}/.default"])
     assert "access_token" in result, result.get("error_description")  # PS256 + x5t#S256 + x5c
 
 
 def test_unregistered_certificate(fake_entra: FakeEntra, s: Scenario, http: MsalHttp) -> None:
     key, cert_pem = fake_entra.add_certificate(s.api)
-    app = cca(
-        s, http, s.client.app_id, {"private_key": key.decode(), "public_certificate": cert_pem.decode()}
-    )
+    app = cca(s, http, s.client.app_id, {"private_key": key.decode(), "public_certificate": cert_pem.decode()})
     assert_error(app.acquire_token_for_client([f"{s.api.app_id}/.default"]), "invalid_client", 700027)
 
 
@@ -125,9 +121,7 @@ def test_assertion_callable_with_context(fake_entra: FakeEntra, s: Scenario, htt
 
     def make(context: dict[str, Any]) -> str:
         seen.append(context)
-        return cert_assertion(
-            key, cert_pem, client_id=context["client_id"], audience=context["token_endpoint"]
-        )
+        return cert_assertion(key, cert_pem, client_id=context["client_id"], audience=context["token_endpoint"])
 
     app = cca(s, http, s.client.app_id, {"client_assertion": make})
     result = app.acquire_token_for_client([f"{s.api.app_id}/.default"])
@@ -146,9 +140,7 @@ def test_client_credentials_errors(fake_entra: FakeEntra, s: Scenario, http: Msa
     assert_error(app.acquire_token_for_client(["api://nothing/.default"]), "invalid_resource", 500011)
     assert_error(app.acquire_token_for_client([f"{s.api.app_id}/Weather.Read"]), "invalid_scope", 70011)
     stranger = cca(s, http, "00000000-0000-0000-0000-00000000abcd", "x")
-    assert_error(
-        stranger.acquire_token_for_client([f"{s.api.app_id}/.default"]), "unauthorized_client", 700016
-    )
+    assert_error(stranger.acquire_token_for_client([f"{s.api.app_id}/.default"]), "unauthorized_client", 700016)
 
 
 def test_unknown_tenant_fails_discovery(s: Scenario, http: MsalHttp) -> None:
@@ -224,9 +216,7 @@ def test_agent_user_by_username_and_object_id(fake_entra: FakeEntra, s: Scenario
 
 def test_agent_user_errors(fake_entra: FakeEntra, s: Scenario, http: MsalHttp) -> None:
     agent = agent_app(s, http)
-    t1 = blueprint(s, http).acquire_token_for_client([EXCHANGE_SCOPE], fmi_path=s.agent.app_id)[
-        "access_token"
-    ]
+    t1 = blueprint(s, http).acquire_token_for_client([EXCHANGE_SCOPE], fmi_path=s.agent.app_id)["access_token"]
     result = agent.acquire_token_by_user_federated_identity_credential(
         [f"{s.api.app_id}/Weather.Read"], t1, username=s.agent_user.upn
     )
@@ -250,9 +240,7 @@ def test_plain_obo_and_refresh(fake_entra: FakeEntra, s: Scenario, http: MsalHtt
     assert set(http.posts[-1]["data"]["scope"].split()) >= {"openid", "profile", "offline_access"}
     assert fake_entra.decode(result["access_token"])["scp"] == "Weather.Read"
     assert result["id_token_claims"]["preferred_username"] == s.user.upn
-    refreshed = middle.acquire_token_by_refresh_token(
-        result["refresh_token"], [f"{s.api.app_id}/Weather.Read"]
-    )
+    refreshed = middle.acquire_token_by_refresh_token(result["refresh_token"], [f"{s.api.app_id}/Weather.Read"])
     assert "access_token" in refreshed, refreshed.get("error_description")
     assert fake_entra.request_count("token:refresh_token") == 1
     assert_error(
@@ -294,16 +282,12 @@ def test_obo_claims_challenge_round_trip(fake_entra: FakeEntra, s: Scenario, htt
     first = middle.acquire_token_on_behalf_of(tc, [f"{s.api.app_id}/Weather.Read"])
     assert_error(first, "interaction_required", 50079)
     assert first["claims"].startswith("{")
-    second = middle.acquire_token_on_behalf_of(
-        tc, [f"{s.api.app_id}/Weather.Read"], claims_challenge=first["claims"]
-    )
+    second = middle.acquire_token_on_behalf_of(tc, [f"{s.api.app_id}/Weather.Read"], claims_challenge=first["claims"])
     assert "access_token" in second, second.get("error_description")
 
 
 def test_obo_expired_assertion(fake_entra: FakeEntra, s: Scenario, http: MsalHttp, fake_clock: Any) -> None:
-    tc = fake_entra.user_token(
-        s.user, client=s.client, resource=s.blueprint, scopes=["access_agent"], lifetime=60
-    )
+    tc = fake_entra.user_token(s.user, client=s.client, resource=s.blueprint, scopes=["access_agent"], lifetime=60)
     fake_clock.advance(120)
     result = blueprint(s, http).acquire_token_on_behalf_of(tc, [f"{s.api.app_id}/Weather.Read"])
     assert_error(result, "invalid_grant", 500133)

@@ -181,8 +181,7 @@ def test_client_credentials_errors(
     fake_entra: FakeEntra, s: Scenario, form: dict[str, str], expected: tuple[int, str, int]
 ) -> None:
     values = {
-        k: v.format(api=s.api.app_id, blueprint=s.blueprint.app_id, agent=s.agent.app_id)
-        for k, v in form.items()
+        k: v.format(api=s.api.app_id, blueprint=s.blueprint.app_id, agent=s.agent.app_id) for k, v in form.items()
     }
     response = post(fake_entra, s.tenant.tenant_id, cc_form(s, **values))
     assert error_of(response) == expected
@@ -266,9 +265,7 @@ def test_certificate_assertion_audience_by_domain(
     assert post(fake_entra, s.tenant.tenant_id, cert_form(s, assertion)).status_code == 200
 
 
-def test_certificate_assertion_failures(
-    fake_entra: FakeEntra, s: Scenario, cert: tuple[bytes, bytes]
-) -> None:
+def test_certificate_assertion_failures(fake_entra: FakeEntra, s: Scenario, cert: tuple[bytes, bytes]) -> None:
     tid = s.tenant.tenant_id
     aud = token_url(tid)
 
@@ -282,9 +279,7 @@ def test_certificate_assertion_failures(
     )
     assert code(cert_assertion(*cert, client_id=s.client.app_id, audience=aud, now=1000))[2] == 700024
     assert code(cert_assertion(*cert, client_id=s.client.app_id, audience=aud, lifetime=10**400))[2] == 700024
-    assert (
-        code(cert_assertion(*cert, client_id=s.client.app_id, audience=aud, issuer=s.api.app_id))[2] == 700021
-    )
+    assert code(cert_assertion(*cert, client_id=s.client.app_id, audience=aud, issuer=s.api.app_id))[2] == 700021
     other_key, other_cert = fake_entra.add_certificate(s.api)  # a certificate not registered on the client
     assert code(cert_assertion(other_key, other_cert, client_id=s.client.app_id, audience=aud))[2] == 700027
     # the registered certificate's thumbprint, signed with another key
@@ -351,14 +346,10 @@ def test_federated_assertion_failures(fake_entra: FakeEntra, s: Scenario, fake_c
     assert code(stranger.mint(SA, "api://AzureADTokenExchange")) == (401, "invalid_client", 700211)
     # a token claiming the trusted issuer, signed by another issuer's key
     claims = claims_of(issuer.mint(SA, "api://AzureADTokenExchange"))
-    forged = jwt.encode(
-        claims, fake_entra.signing_key().private_key, algorithm="RS256", headers={"kid": issuer.kid}
-    )
+    forged = jwt.encode(claims, fake_entra.signing_key().private_key, algorithm="RS256", headers={"kid": issuer.kid})
     assert code(forged)[2] == 700027
     fake_entra.add_federated_credential(s.blueprint, issuer="https://unknown.example/", subject=SA)
-    unknown = jwt.encode(
-        {**claims, "iss": "https://unknown.example/"}, fake_entra.signing_key().private_key, "RS256"
-    )
+    unknown = jwt.encode({**claims, "iss": "https://unknown.example/"}, fake_entra.signing_key().private_key, "RS256")
     assert code(unknown)[2] == 50166
     old = issuer.mint(SA, "api://AzureADTokenExchange", lifetime=600)
     fake_clock.advance(3600)
@@ -638,10 +629,7 @@ def test_user_fic_failures(fake_entra: FakeEntra, s: Scenario) -> None:
     assert error_of(post(fake_entra, tid, unknown)) == (400, "invalid_grant", 50034)
     other = fake_entra.add_agent_identity(s.blueprint, display_name="other")
     foreign = fake_entra.add_agent_user(other)
-    assert (
-        error_of(post(fake_entra, tid, fic_user_form(fake_entra, s, username=foreign.upn)))[1]
-        == "invalid_grant"
-    )
+    assert error_of(post(fake_entra, tid, fic_user_form(fake_entra, s, username=foreign.upn)))[1] == "invalid_grant"
     with_t1 = fic_user_form(
         fake_entra, s, username=s.agent_user.upn, user_federated_identity_credential=t1(fake_entra, s)
     )
@@ -687,12 +675,8 @@ def test_refresh_token_redeem(fake_entra: FakeEntra, s: Scenario, fake_clock: Fa
 
 def test_agent_user_refresh_token(fake_entra: FakeEntra, s: Scenario) -> None:
     tid = s.tenant.tenant_id
-    rt = post(fake_entra, tid, fic_user_form(fake_entra, s, username=s.agent_user.upn)).json()[
-        "refresh_token"
-    ]
-    form = agent_form(
-        fake_entra, s, grant_type="refresh_token", refresh_token=rt, scope=f"{s.api.app_id}/Weather.Read"
-    )
+    rt = post(fake_entra, tid, fic_user_form(fake_entra, s, username=s.agent_user.upn)).json()["refresh_token"]
+    form = agent_form(fake_entra, s, grant_type="refresh_token", refresh_token=rt, scope=f"{s.api.app_id}/Weather.Read")
     response = post(fake_entra, tid, form)
     assert response.status_code == 200, response.text
     assert fake_entra.decode(response.json()["access_token"])["oid"] == s.agent_user.object_id
@@ -725,17 +709,13 @@ def test_password_grant(fake_entra: FakeEntra, s: Scenario) -> None:
     assert fake_entra.request_count("token:password") == 1
     # a public client (no secret) may sign in without a consent grant
     public = fake_entra.add_app(s.tenant, display_name="cli")
-    assert (
-        post(fake_entra, "common", ropc_form(s, client_id=public.app_id, client_secret="")).status_code == 200
-    )
+    assert post(fake_entra, "common", ropc_form(s, client_id=public.app_id, client_secret="")).status_code == 200
 
 
 def test_password_failures(fake_entra: FakeEntra, s: Scenario) -> None:
     tid = s.tenant.tenant_id
     assert error_of(post(fake_entra, tid, ropc_form(s, password="wrong"))) == (400, "invalid_grant", 50126)
-    assert (
-        error_of(post(fake_entra, tid, ropc_form(s, username="nobody@contoso.onmicrosoft.com")))[2] == 50034
-    )
+    assert error_of(post(fake_entra, tid, ropc_form(s, username="nobody@contoso.onmicrosoft.com")))[2] == 50034
     assert error_of(post(fake_entra, tid, ropc_form(s, username=s.agent_user.upn)))[2] == 50126
     assert error_of(post(fake_entra, tid, ropc_form(s, password="")))[2] == 900144
     scope = f"{s.blueprint.app_id}/access_agent"

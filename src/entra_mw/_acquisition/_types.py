@@ -7,7 +7,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["AccessToken", "Flow", "TokenRequest", "assertion_digest", "request_key", "scope_set"]
+__all__ = [
+    "AccessToken",
+    "Flow",
+    "KeyFrame",
+    "TokenRequest",
+    "assertion_digest",
+    "key_frame",
+    "request_key",
+    "scope_set",
+]
 
 #: app: client credentials as this app. obo: On-Behalf-Of the caller. agent_app: autonomous agent (T1, then
 #: the agent's client credentials). agent_obo: T1, then OBO as the agent. agent_user: T1, T2, then user_fic.
@@ -93,6 +102,52 @@ def scope_set(scopes: tuple[str, ...]) -> str:
     return scopes[0].lower() if len(scopes) == 1 else " ".join(sorted({s.lower() for s in scopes}))
 
 
+@dataclass(frozen=True, slots=True)
+class KeyFrame:
+    """A canonical cache key without its caller digest: ``frame.key(d)`` is :func:`request_key` of the same
+    parts with ``digest=d``. Built once per plan, it makes a key one concatenation."""
+
+    head: str
+    tail: str
+
+    def key(self, digest: str) -> str:
+        return self.head + digest + self.tail
+
+
+def key_frame(
+    *,
+    flow: str,
+    tenant: str,
+    client_id: str,
+    agent_id: str | None,
+    username: str | None,
+    user_object_id: str | None,
+    scopes: str,
+    claims: str | None,
+) -> KeyFrame | None:
+    """The :class:`KeyFrame` of a token request's parts, or ``None`` when a part carries the separator (its
+    key then has the JSON form: use :func:`request_key`). ``scopes`` is :func:`scope_set` of the scopes.
+
+    ::
+
+        frame = key_frame(flow="obo", tenant="t", client_id="c", agent_id=None, username=None,
+                          user_object_id=None, scopes="user.read", claims=None)
+        req = TokenRequest(flow="obo", scopes=("User.Read",), client_id="c", tenant="t", user_assertion="ey…")
+        assert frame is not None and frame.key(assertion_digest("ey…")) == req.cache_key()
+    """
+    # Every user-bearing field has a part of its own: a request naming both a caller and a user must never
+    # share a key with one naming only one of them.
+    username = "" if username is None else "u:" + username.lower()
+    object_id = "" if user_object_id is None else "o:" + user_object_id.lower()
+    claims_digest = hashlib.sha256(claims.encode()).hexdigest() if claims else ""
+    agent = "" if agent_id is None else agent_id.lower()
+    head = f"v2\x1f{flow}\x1f{tenant.lower()}\x1f{client_id.lower()}\x1f{agent}\x1f"
+    tail = f"\x1f{username}\x1f{object_id}\x1f{scopes}\x1f{claims_digest}"
+    if head.count(_SEP) + tail.count(_SEP) != _PARTS:
+        return None
+    return KeyFrame(head, tail)
+
+
 def request_key(
     *,
     flow: str,
@@ -108,29 +163,34 @@ def request_key(
     """The canonical cache key of a token request (see :meth:`TokenRequest.cache_key`), from its parts.
 
     ``digest`` is :func:`assertion_digest` of the caller's token (``""`` without one) and ``scopes`` is
-    :func:`scope_set` of the scopes, so a caller that already holds them (``Downstream`` on a cache hit) gets
-    the very key a ``TokenRequest`` would, without building one::
-
-        parts = {"agent_id": None, "digest": "", "username": None, "user_object_id": None, "claims": None}
-        key = request_key(flow="app", tenant="t", client_id="c", scopes="api://x/.default", **parts)
-        assert key == TokenRequest(flow="app", scopes=("api://x/.default",), client_id="c", tenant="t").cache_key()
+    :func:`scope_set` of the scopes.
     """
-    # Every user-bearing field has a part of its own: a request naming both a caller and a user must never
-    # share a key with one naming only one of them.
-    username = "" if username is None else "u:" + username.lower()
-    object_id = "" if user_object_id is None else "o:" + user_object_id.lower()
-    claims_digest = hashlib.sha256(claims.encode()).hexdigest() if claims else ""
-    agent = "" if agent_id is None else agent_id.lower()
-    text = (
-        f"v2\x1f{flow}\x1f{tenant.lower()}\x1f{client_id.lower()}\x1f{agent}\x1f{digest}\x1f{username}"
-        f"\x1f{object_id}\x1f{scopes}\x1f{claims_digest}"
+    frame = key_frame(
+        flow=flow,
+        tenant=tenant,
+        client_id=client_id,
+        agent_id=agent_id,
+        username=username,
+        user_object_id=user_object_id,
+        scopes=scopes,
+        claims=claims,
     )
-    if text.count(_SEP) == _PARTS:
+    if frame is not None and _SEP not in digest:
         # The fast form: no part contains the separator, so the fixed number of parts makes it injective.
-        return text
+        return frame.key(digest)
     # A part carries the separator itself (only hostile or broken input does): fall back to JSON, which is
     # unambiguous and cannot be confused with the fast form (it starts with "[", not "v2").
-    parts = (flow, tenant.lower(), client_id.lower(), agent, digest, username, object_id, scopes, claims_digest)
+    parts = (
+        flow,
+        tenant.lower(),
+        client_id.lower(),
+        "" if agent_id is None else agent_id.lower(),
+        digest,
+        "" if username is None else "u:" + username.lower(),
+        "" if user_object_id is None else "o:" + user_object_id.lower(),
+        scopes,
+        hashlib.sha256(claims.encode()).hexdigest() if claims else "",
+    )
     return json.dumps(parts, separators=(",", ":"))
 
 

@@ -327,9 +327,7 @@ class FakeEntra:
         principal = auth.validate(fake.app_token(s.client, resource=s.api))
     """
 
-    def __init__(
-        self, *, clock: Clock | None = None, authority_host: str = "login.microsoftonline.com"
-    ) -> None:
+    def __init__(self, *, clock: Clock | None = None, authority_host: str = "login.microsoftonline.com") -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.authority_host = authority_host
         self.registry = Registry()
@@ -361,9 +359,7 @@ class FakeEntra:
             raise ValueError(f"unknown tenant {tenant!r}")
         return found
 
-    def add_tenant(
-        self, *, tenant_id: str | None = None, domain: str | None = None, display_name: str = ""
-    ) -> Tenant:
+    def add_tenant(self, *, tenant_id: str | None = None, domain: str | None = None, display_name: str = "") -> Tenant:
         """Register a tenant. ``domain`` defaults to ``tenant-<hex>.onmicrosoft.com``."""
         tid = (tenant_id or new_id()).lower()
         dom = domain or f"tenant-{tid[:8]}.onmicrosoft.com"
@@ -469,9 +465,7 @@ class FakeEntra:
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         with self.lock:
             app.certificates.append(
-                Certificate(
-                    pem=cert_pem, thumbprint_sha1=x5t, thumbprint_sha256=x5t256, subject=app.display_name
-                )
+                Certificate(pem=cert_pem, thumbprint_sha1=x5t, thumbprint_sha256=x5t256, subject=app.display_name)
             )
         return private_key_pem(key), cert_pem
 
@@ -613,12 +607,8 @@ class FakeEntra:
             self.grant_consent(client, api, api.scopes)
             self.grant_app_roles(client, api, api.app_roles)
             password = "P@ssw0rd!"
-            user = self.add_user(
-                tenant, upn=f"alice@{tenant.domain}", password=password, display_name="Alice Example"
-            )
-            blueprint = self.add_blueprint(
-                tenant, display_name="weather-agent-blueprint", scopes=("access_agent",)
-            )
+            user = self.add_user(tenant, upn=f"alice@{tenant.domain}", password=password, display_name="Alice Example")
+            blueprint = self.add_blueprint(tenant, display_name="weather-agent-blueprint", scopes=("access_agent",))
             blueprint_secret = self.add_secret(blueprint)
             self.grant_consent(blueprint, api, api.scopes)
             self.grant_consent(client, blueprint, blueprint.scopes)
@@ -871,9 +861,7 @@ class FakeEntra:
             elif family == "ES":
                 from cryptography.hazmat.primitives.asymmetric import ec
 
-                curve: ec.EllipticCurve = {"384": ec.SECP384R1(), "512": ec.SECP521R1()}.get(
-                    alg[2:], ec.SECP256R1()
-                )
+                curve: ec.EllipticCurve = {"384": ec.SECP384R1(), "512": ec.SECP521R1()}.get(alg[2:], ec.SECP256R1())
                 key = ec.generate_private_key(curve)
         return encode_jws(header, payload, alg=alg, key=key, signature=signature)
 
@@ -999,14 +987,11 @@ class FakeEntra:
         ``error_uri``, ``suberror``, ``claims`` when given). Sent with ``Cache-Control: no-store``."""
         trace_id = str(uuid.uuid4())
         corr = correlation_id or str(uuid.uuid4())
-        stamp = datetime.datetime.fromtimestamp(self.clock.time(), datetime.UTC).strftime(
-            "%Y-%m-%d %H:%M:%SZ"
-        )
+        stamp = datetime.datetime.fromtimestamp(self.clock.time(), datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         body: dict[str, Any] = {
             "error": error,
             "error_description": (
-                f"AADSTS{code}: {message}\r\nTrace ID: {trace_id}\r\n"
-                f"Correlation ID: {corr}\r\nTimestamp: {stamp}"
+                f"AADSTS{code}: {message}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {corr}\r\nTimestamp: {stamp}"
             ),
             "error_codes": [code],
             "timestamp": stamp,
@@ -1085,13 +1070,9 @@ class FakeEntra:
         if n == 3 and low[:2] == ["common", "userrealm"]:
             return "user_realm", self._get_only(method, lambda: self._user_realm(segs[2]))
         if n == 4 and low[1:] == ["v2.0", ".well-known", "openid-configuration"]:
-            return "openid_configuration", self._get_only(
-                method, lambda: self._openid(request, segs[0], v1=False)
-            )
+            return "openid_configuration", self._get_only(method, lambda: self._openid(request, segs[0], v1=False))
         if n == 3 and low[1:] == [".well-known", "openid-configuration"]:
-            return "openid_configuration", self._get_only(
-                method, lambda: self._openid(request, segs[0], v1=True)
-            )
+            return "openid_configuration", self._get_only(method, lambda: self._openid(request, segs[0], v1=True))
         if n == 4 and low[1:] == ["discovery", "v2.0", "keys"]:
             return "jwks", self._get_only(method, lambda: self._jwks(request, segs[0]))
         if n == 3 and low[1:] == ["discovery", "keys"]:
@@ -1328,8 +1309,7 @@ class FakeEntra:
                 400,
                 "invalid_request",
                 900561,
-                "The endpoint only accepts POST, OPTIONS requests. "
-                f"Received a {request.method[:16]} request.",
+                f"The endpoint only accepts POST, OPTIONS requests. Received a {request.method[:16]} request.",
             )
         try:
             module = importlib.import_module("._token_endpoint", __package__)

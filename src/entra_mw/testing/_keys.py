@@ -106,9 +106,7 @@ def self_signed_cert(
         .not_valid_after(now + datetime.timedelta(days=days))
     )
     if ca:
-        builder = builder.add_extension(
-            x509.BasicConstraints(ca=True, path_length=0), critical=True
-        ).add_extension(
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).add_extension(
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
@@ -122,9 +120,7 @@ def self_signed_cert(
             ),
             critical=True,
         )
-        builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     return builder.sign(key, hashes.SHA256())
 
 
@@ -148,9 +144,7 @@ class SigningKey:
         return self.private_key.public_key()
 
     def public_pem(self) -> bytes:
-        return self.public_key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return self.public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     def jwk(self, issuer: str | None) -> dict[str, Any]:
         """The JWKS entry Entra serves: ``kty, use, kid, x5t, n, e, x5c, issuer`` (ED access-tokens.md)."""
@@ -210,9 +204,7 @@ def tls_material(hosts: Sequence[str] = ("127.0.0.1", "localhost")) -> TlsMateri
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     return TlsMaterial(

@@ -107,11 +107,7 @@ def build_claims(req: MintRequest) -> dict[str, Any]:
     if req.fmi_path is not None or req.resource is None:
         aud = EXCHANGE_AUDIENCE
     elif v1:
-        aud = (
-            req.resource.identifier_uris[0]
-            if req.resource.identifier_uris
-            else f"api://{req.resource.app_id}"
-        )
+        aud = req.resource.identifier_uris[0] if req.resource.identifier_uris else f"api://{req.resource.app_id}"
     else:
         aud = req.resource.app_id
     claims: dict[str, Any] = {

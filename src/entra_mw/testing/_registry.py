@@ -200,18 +200,14 @@ class Registry:
                 return user
         return None
 
-    def consented_scopes(
-        self, client_app_id: str, resource_app_id: str, user_oid: str | None
-    ) -> frozenset[str]:
+    def consented_scopes(self, client_app_id: str, resource_app_id: str, user_oid: str | None) -> frozenset[str]:
         out: set[str] = set()
         for grant in self.consents:
             if grant.client_app_id.lower() != client_app_id.lower():
                 continue
             if grant.resource_app_id.lower() != resource_app_id.lower():
                 continue
-            if grant.user_oid is not None and (
-                user_oid is None or grant.user_oid.lower() != user_oid.lower()
-            ):
+            if grant.user_oid is not None and (user_oid is None or grant.user_oid.lower() != user_oid.lower()):
                 continue
             out.update(grant.scopes)
         return frozenset(out)

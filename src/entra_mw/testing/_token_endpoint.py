@@ -198,9 +198,7 @@ class FakeOidcIssuer:
         self.issuer = issuer
         self._key = key
         self._clock = clock
-        der = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         self.kid = b64url(hashlib.sha256(der).digest())[:43]
 
     @property
@@ -212,11 +210,7 @@ class FakeOidcIssuer:
         numbers = self.public_key.public_numbers()
         n = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
         e = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
-        return {
-            "keys": [
-                {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": b64url(n), "e": b64url(e)}
-            ]
-        }
+        return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": b64url(n), "e": b64url(e)}]}
 
     def mint(
         self,
@@ -384,8 +378,7 @@ class _Ctx:
 def _no_tenant() -> _OAuthError:
     return _invalid_request(
         50059,
-        "No tenant-identifying information found in either the request or implied by any provided "
-        "credentials.",
+        "No tenant-identifying information found in either the request or implied by any provided credentials.",
     )
 
 
@@ -441,9 +434,7 @@ def handle_token_request(fake: FakeEntra, tenant_segment: str, request: httpx2.R
     return httpx2.Response(status, json=body, headers=headers)
 
 
-def _error_body(
-    fake: FakeEntra, err: _OAuthError, now: float, trace_id: str, correlation_id: str
-) -> dict[str, Any]:
+def _error_body(fake: FakeEntra, err: _OAuthError, now: float, trace_id: str, correlation_id: str) -> dict[str, Any]:
     stamp = _timestamp(now)
     body: dict[str, Any] = {
         "error": err.error,
@@ -623,8 +614,7 @@ def _authenticate(ctx: _Ctx, *, required: bool, grant: str) -> _Client:
         if grant == "client_credentials":
             raise _invalid_client(
                 7000216,
-                "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' "
-                "grant type.",
+                "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
             )
         raise _invalid_client(
             7000218,
@@ -742,8 +732,7 @@ def _check_certificate_assertion(
     if not isinstance(alg, str) or alg not in {"RS256", "PS256", "RS384", "PS384", "RS512", "PS512"}:
         raise _invalid_client(
             700027,
-            "Client assertion failed signature validation. [Reason - The signature algorithm is not "
-            "supported.]",
+            "Client assertion failed signature validation. [Reason - The signature algorithm is not supported.]",
         )
     cert = _find_certificate(app, header)
     if cert is None:
@@ -777,21 +766,17 @@ def _check_certificate_assertion(
     except jwt.PyJWTError as exc:
         raise _invalid_client(
             700027,
-            "Client assertion failed signature validation. [Reason - The provided signature value did not "
-            "match.]",
+            "Client assertion failed signature validation. [Reason - The provided signature value did not match.]",
         ) from exc
     if (
         _str_claim(payload, "iss").lower() != app.app_id.lower()
         or _str_claim(payload, "sub").lower() != app.app_id.lower()
     ):
-        raise _invalid_client(
-            700021, "Client assertion application identifier doesn't match 'client_id' parameter."
-        )
+        raise _invalid_client(700021, "Client assertion application identifier doesn't match 'client_id' parameter.")
     if not any(aud.lower() in _token_endpoints(ctx) for aud in _audiences(payload)):
         raise _invalid_client(
             50012,
-            "Client assertion audience claim does not match Realm issuer. Its 'aud' must be the token "
-            "endpoint.",
+            "Client assertion audience claim does not match Realm issuer. Its 'aud' must be the token endpoint.",
         )
     # MSAL signs certificate assertions on the system clock; FakeEntra may run on a FakeClock (module
     # docstring).
@@ -844,15 +829,13 @@ def _check_external_fic(
     if issuer is None:
         raise _invalid_client(
             50166,
-            "Request to External OIDC endpoint failed. Unable to retrieve the signing keys of issuer "
-            f"'{iss[:200]}'.",
+            f"Request to External OIDC endpoint failed. Unable to retrieve the signing keys of issuer '{iss[:200]}'.",
         )
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}:
         raise _invalid_client(
             700027,
-            "Client assertion failed signature validation. [Reason - The signature algorithm is not "
-            "supported.]",
+            "Client assertion failed signature validation. [Reason - The signature algorithm is not supported.]",
         )
     try:
         jwt.decode(
@@ -864,8 +847,7 @@ def _check_external_fic(
     except jwt.PyJWTError as exc:
         raise _invalid_client(
             700027,
-            "Client assertion failed signature validation. [Reason - The provided signature value did not "
-            "match.]",
+            "Client assertion failed signature validation. [Reason - The provided signature value did not match.]",
         ) from exc
     if not _time_ok(payload, ctx.now, _ASSERTION_SKEW):
         raise _assertion_time_error(payload, ctx.now)
@@ -895,8 +877,7 @@ def _check_t1(ctx: _Ctx, agent: AgentIdentity, assertion: str) -> None:
     if not _is_app_only(claims):
         raise _invalid_client(
             700229,
-            "ForbiddenTokenType: Only app-only tokens can be used as Federated Identity Credentials for AAD "
-            "issuer.",
+            "ForbiddenTokenType: Only app-only tokens can be used as Federated Identity Credentials for AAD issuer.",
         )
     iss = _str_claim(claims, "iss")
     if EXCHANGE_AUDIENCE.lower() not in {a.lower() for a in _audiences(claims)}:
@@ -932,8 +913,7 @@ def _check_entra_fic(ctx: _Ctx, app: App, assertion: str, payload: Mapping[str, 
     if not _is_app_only(claims):
         raise _invalid_client(
             700229,
-            "ForbiddenTokenType: Only app-only tokens can be used as Federated Identity Credentials for AAD "
-            "issuer.",
+            "ForbiddenTokenType: Only app-only tokens can be used as Federated Identity Credentials for AAD issuer.",
         )
     _match_fic(app, claims)
 
@@ -1119,8 +1099,7 @@ def _delegated(
         if graph is None:
             raise _invalid_scope(
                 70011,
-                "The provided value for the input parameter 'scope' is not valid. A resource scope is "
-                "required.",
+                "The provided value for the input parameter 'scope' is not valid. A resource scope is required.",
             )
         resource = graph
     if isinstance(resource, str):
@@ -1174,9 +1153,7 @@ def _mfa_satisfied(ctx: _Ctx, amr: Any) -> bool:
 def _mfa_error(code: int) -> _OAuthError:
     text = (
         "Due to a configuration change made by your administrator, or because you moved to a new location, "
-        "you must "
-        + ("enroll in" if code == 50079 else "use")
-        + " multi-factor authentication to access the resource."
+        "you must " + ("enroll in" if code == 50079 else "use") + " multi-factor authentication to access the resource."
     )
     return _OAuthError(code, "interaction_required", text, claims=_MFA_CHALLENGE)
 
@@ -1203,8 +1180,7 @@ def _client_credentials(ctx: _Ctx) -> dict[str, Any]:
     if len({id(r) for r in resources}) > 1:
         raise _invalid_scope(
             700022,
-            "The provided value for the input parameter scope is not valid because it contains more than one "
-            "resource.",
+            "The provided value for the input parameter scope is not valid because it contains more than one resource.",
         )
     resource = resources[0]
     record = client.record
@@ -1235,9 +1211,7 @@ def _client_credentials(ctx: _Ctx) -> dict[str, Any]:
         token = ctx.fake.issue_token(tenant=ctx.tenant_id, resource=resource, client=record)
         return _app_response(token, ctx.now)
     roles = sorted(
-        record.granted_roles.get(
-            resource.app_id.lower(), record.granted_roles.get(resource.app_id, frozenset())
-        )
+        record.granted_roles.get(resource.app_id.lower(), record.granted_roles.get(resource.app_id, frozenset()))
     )
     token = ctx.fake.issue_token(tenant=ctx.tenant_id, resource=resource, client=record, roles=roles)
     return _app_response(token, ctx.now)
@@ -1267,9 +1241,7 @@ def _on_behalf_of(ctx: _Ctx) -> dict[str, Any]:
     client = _authenticate(ctx, required=True, grant="jwt_bearer")
     claims = _verify_entra(ctx, assertion)
     if claims is None:
-        raise _invalid_grant(
-            50013, "Assertion failed signature validation. [Reason - The key was not found.]"
-        )
+        raise _invalid_grant(50013, "Assertion failed signature validation. [Reason - The key was not found.]")
     if not _time_ok(claims, ctx.now, 0):
         exp = _num(claims.get("exp"))
         raise _invalid_grant(
@@ -1330,8 +1302,7 @@ def _on_behalf_of(ctx: _Ctx) -> dict[str, Any]:
         client=client,
         user=user,
         resource=resource,
-        prefix=parsed.prefix
-        or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
+        prefix=parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
         scopes=granted,
         oidc=parsed.oidc,
         tid=ctx.tenant_id,
@@ -1361,9 +1332,7 @@ def _user_fic(ctx: _Ctx) -> dict[str, Any]:
         raise _invalid_grant(50027, "JWT token is invalid or malformed.")
     claims = _verify_entra(ctx, t2)
     if claims is None:
-        raise _invalid_grant(
-            50013, "Assertion failed signature validation. [Reason - The key was not found.]"
-        )
+        raise _invalid_grant(50013, "Assertion failed signature validation. [Reason - The key was not found.]")
     if not _time_ok(claims, ctx.now, 0):
         raise _invalid_grant(
             500133, f"Assertion is not within its valid time range. Current time: {_timestamp(ctx.now)}."
@@ -1371,8 +1340,7 @@ def _user_fic(ctx: _Ctx) -> dict[str, Any]:
     if not _is_app_only(claims):
         raise _invalid_grant(
             700229,
-            "ForbiddenTokenType: Only app-only tokens can be used as Federated Identity Credentials for AAD "
-            "issuer.",
+            "ForbiddenTokenType: Only app-only tokens can be used as Federated Identity Credentials for AAD issuer.",
         )
     # T2 is the agent's own exchange token (spec §3.5 leg 2).
     if (
@@ -1404,8 +1372,7 @@ def _user_fic(ctx: _Ctx) -> dict[str, Any]:
         client=client,
         user=agent_user,
         resource=resource,
-        prefix=parsed.prefix
-        or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
+        prefix=parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
         scopes=granted,
         oidc=parsed.oidc,
         tid=ctx.tenant_id,
@@ -1468,8 +1435,7 @@ def _refresh_token(ctx: _Ctx) -> dict[str, Any]:
         client=client,
         user=user,
         resource=resource,
-        prefix=parsed.prefix
-        or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
+        prefix=parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
         scopes=granted,
         oidc=parsed.oidc,
         tid=ctx.tenant_id,
@@ -1487,9 +1453,7 @@ def _password(ctx: _Ctx) -> dict[str, Any]:
     if ctx.tenant is None:
         raise _no_tenant()
     client = _authenticate(ctx, required=False, grant="password")
-    bad_credentials = _invalid_grant(
-        50126, "Error validating credentials due to invalid username or password."
-    )
+    bad_credentials = _invalid_grant(50126, "Error validating credentials due to invalid username or password.")
     if user is None or user.tenant_id.lower() != ctx.tenant_id.lower():
         if registry.agent_user(username) is not None:
             raise bad_credentials  # agent users have no password; only user_fic signs them in (spec §3.1)
@@ -1520,8 +1484,7 @@ def _password(ctx: _Ctx) -> dict[str, Any]:
         client=client,
         user=user,
         resource=resource,
-        prefix=parsed.prefix
-        or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
+        prefix=parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
         scopes=granted,
         oidc=parsed.oidc,
         tid=ctx.tenant_id,
