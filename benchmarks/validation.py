@@ -518,8 +518,8 @@ class Report:
             "the C scanner alone takes about 2.7 µs), the depth and claim-type checks (about 1.4 µs), splitting "
             "and encoding (about 0.8 µs), and the lifetime, audience, issuer and key-issuer rules with the cache "
             "insert (about 3 µs). The decoding and parsing are C code already; dropping the duplicate-name and "
-            "depth checks would reach only about 1.7 times the verify, so the 1.6 times target is not met without weakening the "
-            "hardening DESIGN §3 asks for, and the checks stay."
+            "depth checks would reach only about 1.7 times the verify, so the 1.6 times target is not met "
+            "without weakening the hardening DESIGN §3 asks for, and the checks stay."
         )
         return "\n\n".join(parts)
 
