@@ -238,8 +238,6 @@ def run_demo(*, out: TextIO, verbose: bool = True) -> int:
     results: list[tuple[str, bool]] = []
     fake = FakeEntra()
     scn = fake.quickstart()
-    # The blueprint calls the weather API app-only too, so an admin granted it the API's app role.
-    fake.grant_app_roles(scn.blueprint, scn.api, scn.api.app_roles)
     trace.names.update(
         {
             scn.api.app_id: "weather-api",

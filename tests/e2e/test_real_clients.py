@@ -357,9 +357,6 @@ def _engine(w: Served) -> EntraAuth:
             ),
         },
     )
-    # Application permission for the blueprint's own app-only calls: without roles (or scp) the API's
-    # validator refuses the token (IDW10201, spec §4.6).
-    w.fake.grant_app_roles(w.scn.blueprint, w.scn.api, w.scn.api.app_roles)
     return EntraAuth(config, verify=w.served.ca_file)
 
 

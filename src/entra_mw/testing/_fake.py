@@ -592,7 +592,7 @@ class FakeEntra:
         ``api`` ("weather-api", v2, scope ``Weather.Read``, app role ``Weather.Read.All``); ``client`` (with
         a secret, consented to the api's scopes and to the blueprint's ``access_agent``, granted the api's
         role); ``user`` alice (password ``P@ssw0rd!``); ``blueprint`` (with a secret, exposing
-        ``access_agent``, consented to the api's scopes); ``agent`` (its agent identity: consented to the
+        ``access_agent``, consented to the api's scopes and granted its role); ``agent`` (its agent identity: consented to the
         api's scopes, granted the api's role) and ``agent_user``.
         """
         with self.lock:
@@ -611,6 +611,8 @@ class FakeEntra:
             blueprint = self.add_blueprint(tenant, display_name="weather-agent-blueprint", scopes=("access_agent",))
             blueprint_secret = self.add_secret(blueprint)
             self.grant_consent(blueprint, api, api.scopes)
+            # The blueprint also calls the api app-only (the sidecar's RequestAppToken), so it holds the role.
+            self.grant_app_roles(blueprint, api, api.app_roles)
             self.grant_consent(client, blueprint, blueprint.scopes)
             agent = self.add_agent_identity(blueprint, display_name="weather-agent")
             self.grant_consent(agent, api, api.scopes)
