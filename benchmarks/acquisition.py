@@ -223,7 +223,7 @@ class OurPopulation:
             req = TokenRequest(
                 flow="obo", scopes=scopes, client_id=world.config.client_id, tenant=tenant, user_assertion=tokens[-1]
             )
-            req.cache_key()
+            req.l1_key()  # the key the L1 lookup uses
             requests.append(req)
         population = cls(
             users=users,
@@ -473,7 +473,7 @@ def bench_repeated_obo(world: World, calls: int) -> Repeated:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Memory:
     entries: int
-    bookkeeping: float  # bytes per entry: key string, entry object, map slot
+    bookkeeping: float  # bytes per entry: key, entry object, map slot
     total: float  # bytes per entry, the AccessToken and its token string included
     token_string: int  # bytes of one token string object
 
@@ -516,7 +516,7 @@ def bench_memory(entries: int) -> Memory:
 
     def bookkeeping_once() -> float:
         # Requests (their keys not computed yet) and tokens exist already: what is traced is what the cache adds,
-        # the key string included (a request computes it on the way in and the cache keeps it).
+        # the key included (a request computes it on the way in and the cache keeps it).
         reqs, made = requests(), made_tokens()
 
         def fill(cache: TokenCache) -> None:
@@ -764,7 +764,7 @@ class Report:
             lines += [
                 f"Memory per cached token (tracemalloc over {m.entries:,} inserts, {TOKEN_CHARS:,}-character access "
                 f"tokens): **{m.total:,.0f} bytes**, of which the token string is {m.token_string:,} bytes and the "
-                f"cache's own bookkeeping (key string, entry, map slot) {m.bookkeeping:,.0f} bytes; 100,000 cached "
+                f"cache's own bookkeeping (key, entry, map slot) {m.bookkeeping:,.0f} bytes; 100,000 cached "
                 f"tokens hold about {m.total * 100_000 / 2**20:,.0f} MiB.",
                 "",
             ]

@@ -4,7 +4,7 @@ Run: ``python benchmarks/acquisition_cache.py [--quick]``
 
 Measures, with 1, 10,000 and 100,000 cached users (OBO entries, each keyed by its own caller token):
 
-* ``TokenRequest.cache_key()`` on a fresh request (OBO: SHA-256 of a ~1.6 KB caller token; app-only);
+* ``TokenRequest.l1_key()`` on a fresh request (OBO: SHA-256 of a ~1.6 KB caller token; app-only);
 * an L1 hit through ``TokenCache.get_or_fetch`` with the request's key already computed, and with a fresh
   ``TokenRequest`` per call (what a web request pays: build the request, hash the caller token, look up);
 * an L1 hit through ``await TokenCache.aget_or_fetch`` (asyncio);
@@ -80,7 +80,7 @@ class Population:
         self.sample = [_copy(rng.choice(assertions)) for _ in range(1024)]
         self.prebuilt = [obo(a) for a in self.sample]
         for req in self.prebuilt:
-            req.cache_key()
+            req.l1_key()
 
     def fresh(self, calls: int) -> list[TokenRequest]:
         """``calls`` new requests (their keys not computed yet), as each web request builds its own."""
@@ -114,7 +114,7 @@ class Population:
 
         result = {
             "hit, key already computed": timed(hit_prebuilt, calls),
-            "hit, new request (incl. cache_key)": timed_over(lambda r: cache.get_or_fetch(r, fetch), self.fresh(calls)),
+            "hit, new request (incl. l1_key)": timed_over(lambda r: cache.get_or_fetch(r, fetch), self.fresh(calls)),
             "async hit, key already computed": asyncio.run(ahits()),
             "(building a TokenRequest, for scale)": timed(build, calls),
         }
@@ -130,11 +130,11 @@ def bench_key(calls: int) -> dict[str, float]:
         for _ in range(calls)
     ]
     memo = obo(assertion)
-    memo.cache_key()
+    memo.l1_key()
     return {
-        "cache_key() OBO, new request": timed_over(TokenRequest.cache_key, obos),
-        "cache_key() app-only, new request": timed_over(TokenRequest.cache_key, apps),
-        "cache_key() again (memoised)": timed(memo.cache_key, calls),
+        "l1_key() OBO, new request": timed_over(TokenRequest.l1_key, obos),
+        "l1_key() app-only, new request": timed_over(TokenRequest.l1_key, apps),
+        "l1_key() again (memoised)": timed(memo.l1_key, calls),
     }
 
 

@@ -40,12 +40,13 @@ from urllib.parse import quote, unquote
 
 import httpx2
 
-from ._acquisition._types import AccessToken, Flow, KeyFrame, TokenRequest, assertion_digest, key_frame, scope_set
+from ._acquisition._types import AccessToken, Flow, TokenRequest, caller_digest, l1_prefix, request_key, scope_set
 from ._config import _DOMAIN, META_TENANTS, DownstreamApi, _is_guid, sequence_of
 from ._principal import Principal
 from .errors import ConfigurationError, DownstreamCallError, DownstreamRequestError
 
 if TYPE_CHECKING:
+    from ._acquisition.cache import CachedToken
     from ._engine import EntraAuth
 
 __all__ = [
@@ -325,9 +326,10 @@ def _normalized_scopes(wanted: tuple[str, ...], app_path: bool) -> tuple[tuple[s
 
 @dataclass(frozen=True, slots=True)
 class _HitPlan:
-    """What a cache hit needs: the key around the caller's digest, and whether the key carries that digest."""
+    """What a cache hit needs: the L1 key's first 32 bytes (every part but the caller), and whether the
+    caller's digest follows them."""
 
-    frame: KeyFrame | None
+    prefix: bytes
     obo: bool
 
 
@@ -383,7 +385,7 @@ class Downstream:
         self._principal = principal
         self._token = token or None
         self._agent = _agent
-        self._digest: str | None = None  # SHA-256 of the caller's token, once a cache key has needed it
+        self._digest: bytes | None = None  # SHA-256 of the caller's token, once a cache key has needed it
 
     def __repr__(self) -> str:
         agent = f", agent_id={self._agent.agent_id!r}" if self._agent else ""
@@ -541,12 +543,12 @@ class Downstream:
 
     def _cached(
         self, name: str, scopes: Sequence[str] | str | None, app: bool, tenant: str | None
-    ) -> AccessToken | None:
+    ) -> CachedToken | None:
         """The cached token for this plan, found by its key alone: no ``TokenRequest`` is built.
 
-        With the API's own scopes and tenant, the plan (flow, scopes, tenant, and so the key around the caller's
-        digest) is memoised on the engine: it depends only on the configuration, the API name, ``app``,
-        whether there is a caller token, the agent view and the caller's ``tid``.
+        With the API's own scopes and tenant, the plan (flow, scopes, tenant, and so the key's first 32 bytes) is
+        memoised on the engine: it depends only on the configuration, the API name, ``app``, whether there is a
+        caller token, the agent view and the caller's ``tid``.
         """
         memo: tuple[object, ...] | None = None
         plans = self._auth._downstream_plans
@@ -561,32 +563,32 @@ class Downstream:
             )
             agent = self._agent
             user = agent is not None and flow == "agent_user"
-            frame = key_frame(
+            # The same parts as the ``TokenRequest`` that ``_request`` builds for a miss (see TokenRequest.l1_key).
+            key_without_caller = request_key(
                 flow=flow,
                 tenant=resolved,
                 client_id=self._auth.config.client_id,
                 agent_id=agent.agent_id if agent is not None else None,
+                digest="",
                 username=agent.username if user and agent is not None else None,
                 user_object_id=agent.user_id if user and agent is not None else None,
                 scopes=scope_text,
                 claims=None,
             )
-            plan = _HitPlan(frame=frame, obo=flow in ("obo", "agent_obo"))
+            plan = _HitPlan(prefix=l1_prefix(key_without_caller), obo=flow in ("obo", "agent_obo"))
             if memo is not None:
                 if len(plans) >= _MAX_PLANS:
                     plans.clear()  # many tenants' callers: start over rather than grow without bound
                 plans[memo] = plan
-        if plan.frame is None:
-            return None  # a part carries the key separator: only the slow path builds that (JSON) key
-        digest = ""
+        key = plan.prefix
         if plan.obo and self._token is not None:
-            memo_digest = self._digest
-            if memo_digest is None:
-                memo_digest = self._digest = assertion_digest(self._token)
-            digest = memo_digest
-        return self._auth.token_cache.peek(plan.frame.key(digest))
+            digest = self._digest
+            if digest is None:
+                digest = self._digest = caller_digest(self._token)
+            key += digest
+        return self._auth.token_cache.peek(key)
 
-    def _header(self, token: AccessToken) -> str:
+    def _header(self, token: AccessToken | CachedToken) -> str:
         if self._token is not None and token.token == self._token:
             # Defence in depth: the caller's own token must never travel downstream (DESIGN §5).
             raise DownstreamRequestError("refusing to forward the caller's token", reason="token_passthrough")

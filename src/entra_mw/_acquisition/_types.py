@@ -10,10 +10,10 @@ from typing import Literal
 __all__ = [
     "AccessToken",
     "Flow",
-    "KeyFrame",
     "TokenRequest",
     "assertion_digest",
-    "key_frame",
+    "caller_digest",
+    "l1_prefix",
     "request_key",
     "scope_set",
 ]
@@ -58,13 +58,14 @@ class TokenRequest:
     user_object_id: str | None = None
     claims: str | None = None
     force_refresh: bool = False
-    # The canonical key, computed once per instance (the instance is frozen, so it cannot change).
+    # The keys, computed once per instance (the instance is frozen, so they cannot change).
     _key: str | None = field(default=None, init=False, repr=False, compare=False)
+    _l1: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def cache_key(self) -> str:
         """The canonical cache key: flow, tenant, client, agent, the user (SHA-256 of the caller's assertion,
         lowercased UPN, lowercased object id), the sorted lowercased scope set and a SHA-256 of the claims
-        (DESIGN §5 "Acquisition").
+        (DESIGN §5 "Acquisition"). It names the entry in a shared (L2) store.
 
         It is computed once per instance. Two requests get the same key only when every one of those parts is
         equal, so a key is never shared across users, tenants, agents, scopes or claims::
@@ -74,17 +75,42 @@ class TokenRequest:
         """
         key = self._key
         if key is None:
-            key = self._canonical_key()
+            digest = "" if self.user_assertion is None else self._caller_digest().hex()
+            key = self._request_key(digest)
             object.__setattr__(self, "_key", key)
         return key
 
-    def _canonical_key(self) -> str:
+    def l1_key(self) -> bytes:
+        """The in-process cache's key for this request: 32 or 64 bytes, equal for two requests exactly when
+        their :meth:`cache_key` is (up to SHA-256 collisions).
+
+        It is :func:`l1_prefix` of every part but the caller, followed by :func:`caller_digest` of the
+        caller's assertion when there is one. Being short and fixed in shape, it keeps a cache hit to a few
+        cache lines however many entries are held::
+
+            req = TokenRequest(flow="obo", scopes=("User.Read",), client_id="c", tenant="t", user_assertion="ey…")
+            assert req.l1_key()[32:] == caller_digest("ey…")
+        """
+        key = self._l1
+        if key is None:
+            key = l1_prefix(self._request_key(""))
+            if self.user_assertion is not None:
+                key += self._caller_digest()
+            object.__setattr__(self, "_l1", key)
+        return key
+
+    def _caller_digest(self) -> bytes:
+        # Not kept: a miss with a shared store needs it twice (both keys), a hit never computes either key.
+        assert self.user_assertion is not None
+        return caller_digest(self.user_assertion)
+
+    def _request_key(self, digest: str) -> str:
         return request_key(
             flow=self.flow,
             tenant=self.tenant,
             client_id=self.client_id,
             agent_id=self.agent_id,
-            digest="" if self.user_assertion is None else assertion_digest(self.user_assertion),
+            digest=digest,
             username=self.username,
             user_object_id=self.user_object_id,
             scopes=scope_set(self.scopes),
@@ -93,59 +119,31 @@ class TokenRequest:
 
 
 def assertion_digest(assertion: str) -> str:
-    """The SHA-256 (hex) of a caller's token: what stands for the caller in a cache key."""
-    return hashlib.sha256(assertion.encode()).hexdigest()
+    """The SHA-256 (hex) of a caller's token: what stands for the caller in a canonical cache key."""
+    return caller_digest(assertion).hex()
+
+
+def caller_digest(assertion: str) -> bytes:
+    """The SHA-256 of a caller's token (32 bytes): what stands for the caller in an L1 key."""
+    return hashlib.sha256(assertion.encode()).digest()
+
+
+def l1_prefix(key_without_caller: str) -> bytes:
+    """The first 32 bytes of an L1 key (see :meth:`TokenRequest.l1_key`): the SHA-256 of the canonical key
+    with an empty caller digest, which names every other part (flow, tenant, client, agent, user, scopes,
+    claims). Computed once per plan by ``Downstream``, so a hit only hashes the caller's token.
+
+    ::
+
+        prefix = l1_prefix(request_key(flow="obo", tenant="t", client_id="c", agent_id=None, digest="",
+                                       username=None, user_object_id=None, scopes="user.read", claims=None))
+    """
+    return hashlib.sha256(key_without_caller.encode()).digest()
 
 
 def scope_set(scopes: tuple[str, ...]) -> str:
     """The scope set as Entra reads it (RFC 6749 §3.3: space-delimited, order-free), lowercased and sorted."""
     return scopes[0].lower() if len(scopes) == 1 else " ".join(sorted({s.lower() for s in scopes}))
-
-
-@dataclass(frozen=True, slots=True)
-class KeyFrame:
-    """A canonical cache key without its caller digest: ``frame.key(d)`` is :func:`request_key` of the same
-    parts with ``digest=d``. Built once per plan, it makes a key one concatenation."""
-
-    head: str
-    tail: str
-
-    def key(self, digest: str) -> str:
-        return self.head + digest + self.tail
-
-
-def key_frame(
-    *,
-    flow: str,
-    tenant: str,
-    client_id: str,
-    agent_id: str | None,
-    username: str | None,
-    user_object_id: str | None,
-    scopes: str,
-    claims: str | None,
-) -> KeyFrame | None:
-    """The :class:`KeyFrame` of a token request's parts, or ``None`` when a part carries the separator (its
-    key then has the JSON form: use :func:`request_key`). ``scopes`` is :func:`scope_set` of the scopes.
-
-    ::
-
-        frame = key_frame(flow="obo", tenant="t", client_id="c", agent_id=None, username=None,
-                          user_object_id=None, scopes="user.read", claims=None)
-        req = TokenRequest(flow="obo", scopes=("User.Read",), client_id="c", tenant="t", user_assertion="ey…")
-        assert frame is not None and frame.key(assertion_digest("ey…")) == req.cache_key()
-    """
-    # Every user-bearing field has a part of its own: a request naming both a caller and a user must never
-    # share a key with one naming only one of them.
-    username = "" if username is None else "u:" + username.lower()
-    object_id = "" if user_object_id is None else "o:" + user_object_id.lower()
-    claims_digest = hashlib.sha256(claims.encode()).hexdigest() if claims else ""
-    agent = "" if agent_id is None else agent_id.lower()
-    head = f"v2\x1f{flow}\x1f{tenant.lower()}\x1f{client_id.lower()}\x1f{agent}\x1f"
-    tail = f"\x1f{username}\x1f{object_id}\x1f{scopes}\x1f{claims_digest}"
-    if head.count(_SEP) + tail.count(_SEP) != _PARTS:
-        return None
-    return KeyFrame(head, tail)
 
 
 def request_key(
@@ -165,35 +163,30 @@ def request_key(
     ``digest`` is :func:`assertion_digest` of the caller's token (``""`` without one) and ``scopes`` is
     :func:`scope_set` of the scopes.
     """
-    frame = key_frame(
-        flow=flow,
-        tenant=tenant,
-        client_id=client_id,
-        agent_id=agent_id,
-        username=username,
-        user_object_id=user_object_id,
-        scopes=scopes,
-        claims=claims,
-    )
-    if frame is not None and _SEP not in digest:
-        # The fast form: no part contains the separator, so the fixed number of parts makes it injective.
-        return frame.key(digest)
-    # A part carries the separator itself (only hostile or broken input does): fall back to JSON, which is
-    # unambiguous and cannot be confused with the fast form (it starts with "[", not "v2").
+    username_part = "" if username is None else "u:" + username.lower()
+    object_id_part = "" if user_object_id is None else "o:" + user_object_id.lower()
+    claims_digest = hashlib.sha256(claims.encode()).hexdigest() if claims else ""
+    agent = "" if agent_id is None else agent_id.lower()
+    # Every user-bearing field has a part of its own: a request naming both a caller and a user must never
+    # share a key with one naming only one of them.
     parts = (
         flow,
         tenant.lower(),
         client_id.lower(),
-        "" if agent_id is None else agent_id.lower(),
+        agent,
         digest,
-        "" if username is None else "u:" + username.lower(),
-        "" if user_object_id is None else "o:" + user_object_id.lower(),
+        username_part,
+        object_id_part,
         scopes,
-        hashlib.sha256(claims.encode()).hexdigest() if claims else "",
+        claims_digest,
     )
+    if not any(_SEP in part for part in parts):
+        # The fast form: no part contains the separator, so the fixed number of parts makes it injective.
+        return "v2\x1f" + "\x1f".join(parts)
+    # A part carries the separator itself (only hostile or broken input does): fall back to JSON, which is
+    # unambiguous and cannot be confused with the fast form (it starts with "[", not "v2").
     return json.dumps(parts, separators=(",", ":"))
 
 
 # ASCII "unit separator": never part of a GUID, a domain, a UPN, a scope (RFC 6749 §3.3) or a hex digest.
 _SEP = "\x1f"
-_PARTS = 9  # between "v2" and the nine parts; one more means a part carries a separator itself

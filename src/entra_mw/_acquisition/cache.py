@@ -3,9 +3,10 @@
 MSAL Python never reads its cache for OBO or ``user_fic`` and scans its cache linearly under one lock
 (spec §3.8), so every token the engine hands out goes through this cache first:
 
-* **L1**: a bounded in-process map keyed by :meth:`TokenRequest.cache_key`, evicting the least recently used
+* **L1**: a bounded in-process map keyed by :meth:`TokenRequest.l1_key`, evicting the least recently used
   entries (second-chance approximation). A hit is a dictionary lookup under a lock that is never held across
-  I/O; it never leaves the event loop.
+  I/O; it never leaves the event loop. It reads few objects (a 64-byte key, one entry, the token's text): the
+  work does not grow with the number of entries, only the CPU cache misses on those objects do.
 * **L2** (optional): a store shared by replicas, normally :class:`~entra_mw._acquisition._redis.RedisStore`.
   Order: L1 → L2 → fetch; a fetched token is put in L1 (waking the callers that wait for it), then in L2.
 * **Lifetime**: an entry is served until ``expires_on - refresh_margin``, as MSAL treats tokens as expired
@@ -26,6 +27,7 @@ decision and yields the I/O it needs (wait, L2 read, fetch, L2 write); :meth:`ge
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from .._config import EntraConfig
     from ._types import AccessToken, TokenRequest
 
-__all__ = ["CacheStats", "L2Store", "TokenCache"]
+__all__ = ["CacheStats", "CachedToken", "L2Store", "TokenCache"]
 
 logger = logging.getLogger("entra_mw.acquisition.cache")
 
@@ -87,15 +89,39 @@ class CacheStats:
     errors: int
 
 
-class _Entry:
-    __slots__ = ("refresh_at", "retry_at", "token", "usable_until", "used")
+class CachedToken(float):
+    """An L1 entry, as :meth:`TokenCache.peek` returns it: ``token`` and ``token_type`` (those of ``access``,
+    all an ``Authorization`` header needs) and ``access``, the :class:`AccessToken`.
 
-    def __init__(self, token: AccessToken, usable_until: float, refresh_at: float | None) -> None:
-        self.token = token
+    With many entries, each distinct object a hit reads is a cache miss, so a hit reads as few as it can: the
+    entry's float value is the time (epoch seconds) from which a hit no longer serves it (the earlier of
+    ``usable_until`` and ``refresh_at``) and it holds the token's text directly, so a hit reads the key, this
+    object and the text, not also a float and the ``AccessToken``.
+    """
+
+    __slots__ = ("access", "refresh_at", "retry_at", "token", "token_type", "usable_until", "used")
+
+    access: AccessToken
+    token: str
+    token_type: str
+    usable_until: float
+    refresh_at: float | None
+    retry_at: float | None
+    used: bool
+
+    def __new__(cls, access: AccessToken, usable_until: float, refresh_at: float | None) -> CachedToken:
+        self = super().__new__(cls, usable_until if refresh_at is None else min(usable_until, refresh_at))
+        self.access = access
+        self.token = access.token
+        self.token_type = sys.intern(access.token_type)  # "Bearer": one shared string, not one per entry
         self.usable_until = usable_until
         self.refresh_at = refresh_at
-        self.retry_at: float | None = None  # monotonic; no refresh attempt before it (after a failed one)
+        self.retry_at = None  # monotonic; no refresh attempt before it (after a failed one)
         self.used = False  # hit since it last reached the old end of L1: spared once by eviction
+        return self
+
+    def __repr__(self) -> str:
+        return f"CachedToken(usable_until={self.usable_until!r}, refresh_at={self.refresh_at!r})"
 
 
 class _Flight:
@@ -103,7 +129,7 @@ class _Flight:
 
     __slots__ = ("abandoned", "async_event", "done", "error", "error_tb", "is_async", "key", "thread", "token")
 
-    def __init__(self, key: str, thread: int, async_event: Any) -> None:
+    def __init__(self, key: bytes, thread: int, async_event: Any) -> None:
         self.key = key
         self.thread = thread
         self.is_async = async_event is not None
@@ -161,8 +187,8 @@ class TokenCache:
         self._retry = float(refresh_retry)
         self._l2 = l2
         self._lock = threading.Lock()  # guards L1, the flights and the counters; never held across I/O
-        self._l1: OrderedDict[str, _Entry] = OrderedDict()
-        self._flights: dict[str, _Flight] = {}
+        self._l1: OrderedDict[bytes, CachedToken] = OrderedDict()
+        self._flights: dict[bytes, _Flight] = {}
         self._hits = self._misses = self._l2_hits = self._fetches = 0
         self._refreshes = self._stale_served = self._errors = 0
 
@@ -248,11 +274,11 @@ class TokenCache:
             token = cache.get_or_fetch(req, acquirer.fetch)
             headers = {"Authorization": token.authorization_header}
         """
-        key = req.cache_key()
+        key = req.l1_key()
         if not req.force_refresh:
-            token = self.peek(key)
-            if token is not None:
-                return token
+            hit = self.peek(key)
+            if hit is not None:
+                return hit.access
         l2 = self._l2
         flow = self._flow(key, req, None)
         value: Any = None
@@ -271,9 +297,9 @@ class TokenCache:
                 elif kind == _WAIT:
                     op[1].done.wait()
                 elif kind == _L2_GET and l2 is not None:
-                    value = l2.get(key)
+                    value = l2.get(req.cache_key())
                 elif kind == _L2_SET and l2 is not None:
-                    l2.set(key, op[1], op[2])
+                    l2.set(req.cache_key(), op[1], op[2])
             except BaseException as exc:  # noqa: BLE001 - handed to the flow, which cleans up and re-raises it
                 error = exc
 
@@ -286,11 +312,11 @@ class TokenCache:
 
             token = await cache.aget_or_fetch(req, acquirer.afetch)
         """
-        key = req.cache_key()
+        key = req.l1_key()
         if not req.force_refresh:
-            token = self.peek(key)
-            if token is not None:
-                return token
+            hit = self.peek(key)
+            if hit is not None:
+                return hit.access
         import anyio
 
         l2 = self._l2
@@ -311,44 +337,49 @@ class TokenCache:
                 elif kind == _WAIT:
                     await _await_flight(op[1])
                 elif kind == _L2_GET and l2 is not None:
-                    value = await l2.aget(key)
+                    value = await l2.aget(req.cache_key())
                 elif kind == _L2_SET and l2 is not None:
-                    await l2.aset(key, op[1], op[2])
+                    await l2.aset(req.cache_key(), op[1], op[2])
             except BaseException as exc:  # noqa: BLE001 - handed to the flow, which cleans up and re-raises it
                 error = exc
 
     # -- the decisions ---------------------------------------------------------------------------------------
 
-    def peek(self, key: str) -> AccessToken | None:
-        """The L1 token for ``key`` (a :meth:`TokenRequest.cache_key`) when it can be served as it is, else
+    def peek(self, key: bytes) -> CachedToken | None:
+        """The L1 entry for ``key`` (a :meth:`TokenRequest.l1_key`) when its token can be served as it is, else
         ``None``: absent, expired, or due for a proactive refresh (those go through :meth:`get_or_fetch`).
         Counts a hit; never reads L2, never fetches, never waits.
 
         ::
 
-            token = cache.peek(req.cache_key()) or cache.get_or_fetch(req, acquirer.fetch)
+            hit = cache.peek(req.l1_key())
+            token = hit.access if hit is not None else cache.get_or_fetch(req, acquirer.fetch)
         """
-        # The hot path: one clock read, one lookup, one flag set (no reordering). Anything unusual goes to the flow.
+        # The hot path: one clock read, one lookup, one comparison with the entry itself (its value is the end
+        # of its serving window). No reordering, and ``used`` is only written when it changes. Anything
+        # unusual goes to the flow.
         now = self._clock.time()
         with self._lock:
             entry = self._l1.get(key)
-            if entry is None or now >= entry.usable_until or (entry.refresh_at is not None and now >= entry.refresh_at):
+            if entry is None or now >= entry:
                 return None
-            entry.used = True
+            if not entry.used:
+                entry.used = True
             self._hits += 1
-        return entry.token
+        return entry
 
     def _flow(
-        self, key: str, req: TokenRequest, make_event: Callable[[], Any] | None
+        self, key: bytes, req: TokenRequest, make_event: Callable[[], Any] | None
     ) -> Generator[_Op, Any, AccessToken]:
         force = req.force_refresh
-        # A forced fetch must not be answered by a flight that may have read L2, so it has flights of its own.
-        fkey = "!" + key if force else key
+        # A forced fetch must not be answered by a flight that may have read L2, so it has flights of its own
+        # (an L1 key is 32 or 64 bytes: one more byte cannot be another request's key).
+        fkey = b"!" + key if force else key
         thread = threading.get_ident()
         counted = False
         while True:
             now = self._clock.time()
-            stale: _Entry | None = None
+            stale: CachedToken | None = None
             flight: _Flight | None = None
             join = False
             with self._lock:
@@ -360,12 +391,12 @@ class TokenCache:
                     if entry.refresh_at is None or now < entry.refresh_at:
                         entry.used = True
                         self._hits += 1  # filled while this caller was on its way here
-                        return entry.token
+                        return entry.access
                     # Due for a proactive refresh but still usable: one caller refreshes, the others keep it.
                     retry_at = entry.retry_at
                     if fkey in self._flights or (retry_at is not None and self._clock.monotonic() < retry_at):
                         self._stale_served += 1
-                        return entry.token
+                        return entry.access
                     stale = entry
                     self._refreshes += 1
                     flight = self._flights[fkey] = _Flight(fkey, thread, make_event() if make_event else None)
@@ -396,7 +427,7 @@ class TokenCache:
             return (yield from self._own(key, req, flight, stale))
 
     def _own(
-        self, key: str, req: TokenRequest, flight: _Flight | None, stale: _Entry | None
+        self, key: bytes, req: TokenRequest, flight: _Flight | None, stale: CachedToken | None
     ) -> Generator[_Op, Any, AccessToken]:
         try:
             if self._l2 is not None and not req.force_refresh:
@@ -433,7 +464,9 @@ class TokenCache:
             self._finish(flight, None, exc)
             raise
 
-    def _refresh_failed(self, req: TokenRequest, stale: _Entry, flight: _Flight | None, exc: Exception) -> AccessToken:
+    def _refresh_failed(
+        self, req: TokenRequest, stale: CachedToken, flight: _Flight | None, exc: Exception
+    ) -> AccessToken:
         stale.retry_at = self._clock.monotonic() + self._retry
         # Callers waiting on this flight came because they found no usable token: they get the error.
         self._finish(flight, None, exc)
@@ -456,19 +489,19 @@ class TokenCache:
         )
         with self._lock:
             self._stale_served += 1
-        return stale.token
+        return stale.access
 
     # -- L1 --------------------------------------------------------------------------------------------------
 
-    def _entry(self, token: AccessToken, now: float) -> _Entry | None:
+    def _entry(self, token: AccessToken, now: float) -> CachedToken | None:
         left = token.expires_on - now
         if left <= 0:
             return None
         usable_until = token.expires_on - min(self._margin, left / 2)
         refresh_at = token.refresh_on if token.refresh_on is not None and token.refresh_on < usable_until else None
-        return _Entry(token, usable_until, refresh_at)
+        return CachedToken(token, usable_until, refresh_at)
 
-    def _store(self, key: str, entry: _Entry) -> None:
+    def _store(self, key: bytes, entry: CachedToken) -> None:
         # Eviction is "second chance" (CLOCK), an LRU approximation: a hit only sets ``used`` (no reordering,
         # so the hit path stays flat however large L1 grows); the oldest entry is evicted unless it was used,
         # in which case it moves to the new end with its flag cleared. At most _SECOND_CHANCES are spared per

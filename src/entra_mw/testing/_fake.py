@@ -592,8 +592,8 @@ class FakeEntra:
         ``api`` ("weather-api", v2, scope ``Weather.Read``, app role ``Weather.Read.All``); ``client`` (with
         a secret, consented to the api's scopes and to the blueprint's ``access_agent``, granted the api's
         role); ``user`` alice (password ``P@ssw0rd!``); ``blueprint`` (with a secret, exposing
-        ``access_agent``, consented to the api's scopes and granted its role); ``agent`` (its agent identity: consented to the
-        api's scopes, granted the api's role) and ``agent_user``.
+        ``access_agent``, consented to the api's scopes and granted its role); ``agent`` (its agent identity:
+        consented to the api's scopes, granted the api's role) and ``agent_user``.
         """
         with self.lock:
             if self._scenario is not None:
