@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import ssl
 import tempfile
@@ -270,7 +269,6 @@ def run_demo(*, out: TextIO, verbose: bool = True) -> int:
             trace.say(f"  weather API (HTTPS) {api_url}   requires scope Weather.Read or role Weather.Read.All")
             trace.say("")
             transport = _TracingTransport(httpx2.HTTPTransport(verify=trust), trace)
-            weather_app_scope = f"api://{scn.api.app_id}/.default"
             agent_config = EntraConfig(
                 tenant_id=scn.tenant.tenant_id,
                 client_id=scn.blueprint.app_id,
@@ -285,7 +283,7 @@ def run_demo(*, out: TextIO, verbose: bool = True) -> int:
                     "weather-app": DownstreamApi(
                         base_url=api_url,
                         relative_path="weatherforecast",
-                        scopes=(weather_app_scope,),
+                        scopes=(f"api://{scn.api.app_id}/.default",),
                         request_app_token=True,
                     ),
                 },
@@ -381,9 +379,3 @@ def run_demo(*, out: TextIO, verbose: bool = True) -> int:
         f"{passed} of {len(results)} steps worked; {trace.token_requests} token requests ({', '.join(trace.labels)})."
     )
     return 0 if results and passed == len(results) else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    raise SystemExit(run_demo(out=sys.stdout, verbose=os.environ.get("QUIET") is None))

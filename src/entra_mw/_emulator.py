@@ -44,6 +44,7 @@ def run_emulator(
         ]
         path = Path(env_file)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # the mode argument applies only when the file is created
         with os.fdopen(fd, "w") as fh:
             fh.write("\n".join(lines) + "\n")
         out.write(f"FakeEntra is serving at {served.base_url}\n")

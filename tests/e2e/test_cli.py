@@ -84,3 +84,16 @@ def test_emulator_serves_and_writes_settings(tmp_path: Path) -> None:
         stop.set()
         thread.join(10)
     assert result == [0]
+
+
+def test_emulator_tightens_an_existing_settings_file(tmp_path: Path) -> None:
+    from entra_mw._emulator import run_emulator
+
+    env_file = tmp_path / "emu.env"
+    env_file.write_text("old\n")
+    env_file.chmod(0o644)
+    stop = threading.Event()
+    stop.set()  # serve, write the settings, stop at once
+    assert run_emulator(env_file=str(env_file), out=io.StringIO(), stop=stop) == 0
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    assert "AzureAd__TenantId=" in env_file.read_text()
