@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote_to_bytes
 
+from ._engine import EntraAuth
+from ._requirements import Requirement
 from .errors import ConfigurationError, InvalidRequest, MissingToken
 
-__all__ = ["PathExclusions", "bearer_from_environ", "bearer_from_scope", "bearer_token"]
+__all__ = ["MiddlewareOptions", "PathExclusions", "bearer_from_environ", "bearer_from_scope", "bearer_token"]
+
+_App = TypeVar("_App")
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
@@ -78,7 +82,9 @@ def _parse(value: bytes) -> str:
     # allowed characters is several times cheaper than a regular expression over a 1-2 KB token.
     if value[:7].lower() == b"bearer ":  # the common case, taken without extra copies
         token = value[7:]
-        if token[:1] != b" " and token and not token.rstrip(b"=").translate(None, _B64TOKEN_CHARS):
+        body = token.rstrip(b"=")
+        # A leading space stays in ``body`` and fails the character check; ``body`` may not be empty (1*).
+        if body and not body.translate(None, _B64TOKEN_CHARS):
             return token.decode("ascii")
     value = value.strip(b" \t")
     scheme, _, rest = value.partition(b" ")
@@ -193,3 +199,33 @@ class PathExclusions:
         if self._prefixes and path.startswith(self._prefixes):
             return "/.." not in path and "/./" not in path and not path.endswith("/.")
         return False
+
+
+class MiddlewareOptions(Generic[_App]):
+    """What the ASGI and the WSGI middleware are built from, checked once at construction: the wrapped
+    ``app``, the engine, ``required``, ``exclude_paths`` (a :class:`PathExclusions`) and ``requirement``.
+
+    ::
+
+        class EntraMiddleware(MiddlewareOptions[ASGIApp]): ...
+        EntraMiddleware(app, auth=auth, exclude_paths=["/healthz"]).exclude_paths
+    """
+
+    def __init__(
+        self,
+        app: _App,
+        *,
+        auth: EntraAuth,
+        required: bool = True,
+        exclude_paths: Iterable[str] = (),
+        requirement: Requirement | None = None,
+    ) -> None:
+        if not isinstance(auth, EntraAuth):
+            raise TypeError(f"{type(self).__name__} needs auth=EntraAuth(...)")
+        if requirement is not None and not isinstance(requirement, Requirement):
+            raise TypeError("requirement must be an entra_mw.Requirement")
+        self.app = app
+        self.auth = auth
+        self.required = required
+        self.exclude_paths = PathExclusions(exclude_paths)
+        self.requirement = requirement

@@ -74,7 +74,6 @@ class SigningKey:
     kid: str
     public_key: RSAPublicKey
     issuer: str | None = None
-    x5t: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,11 +81,7 @@ class KeySet:
     """An immutable snapshot of the keys and issuer facts from one successful refresh."""
 
     keys: Mapping[str, SigningKey]
-    generation: int
     fetched_at: float
-    jwks_uri: str
-    #: The v2 metadata ``issuer`` as served (a template with ``{tenantid}`` for ``common``/``organizations``).
-    metadata_issuer: str
     #: Issuer templates with ``{tenantid}``, for v2 (``.../v2.0``) and v1 (``https://sts.windows.net/.../``).
     issuer_v2: str
     issuer_v1: str
@@ -105,9 +100,11 @@ class _BadDocument(Exception):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Loaded:
+    """What one fetch produced, before it becomes a :class:`KeySet` (``issuer_v1`` is ``None`` when the v1
+    document was not asked for or could not be had)."""
+
     keys: dict[str, SigningKey]
     jwks_uri: str
-    metadata_issuer: str
     issuer_v2: str
     issuer_v1: str | None
     tenant_id: str | None
@@ -153,8 +150,8 @@ def _b64uint(value: object) -> int | None:
     return int.from_bytes(raw, "big") if raw else None
 
 
-def _short_str(value: object, limit: int = 256) -> str | None:
-    if isinstance(value, str) and value and len(value) <= limit and value.isascii() and value.isprintable():
+def _short_str(value: object) -> str | None:
+    if isinstance(value, str) and value and len(value) <= 256 and value.isascii() and value.isprintable():
         return value
     return None
 
@@ -190,10 +187,7 @@ def parse_jwks(body: bytes) -> dict[str, SigningKey]:
             continue
         issuer = jwk.get("issuer")
         out[kid] = SigningKey(
-            kid=kid,
-            public_key=public_key,
-            issuer=issuer if isinstance(issuer, str) and issuer else None,
-            x5t=_short_str(jwk.get("x5t")),
+            kid=kid, public_key=public_key, issuer=issuer if isinstance(issuer, str) and issuer else None
         )
     if not out:
         raise _BadDocument("JWKS has no usable RSA signing key")
@@ -210,6 +204,10 @@ def _template(issuer: str, tenant: str | None) -> str:
 
 
 # -- the store -------------------------------------------------------------------------------------------
+
+
+def _unknown_kid() -> InvalidToken:
+    return InvalidToken("The token signing key is not known.", reason="unknown_kid")
 
 
 class _Flight:
@@ -276,20 +274,26 @@ class KeyStore:
                 return key, snap
         return None
 
-    def _known_unknown(self, kid: str, snap: KeySet | None) -> bool:
+    def _refuse_known_unknown(self, kid: str, snap: KeySet | None) -> None:
+        """Answer a kid the negative cache holds without a refresh (and without a lock)."""
         if snap is None or kid in snap.keys:
-            return False
+            return
         until = self._negative.get(kid)
-        return until is not None and self._clock.monotonic() < until
+        if until is not None and self._clock.monotonic() < until:
+            raise _unknown_kid()
 
-    def _resolve(self, kid: str) -> tuple[SigningKey, KeySet]:
+    def _current(self) -> KeySet:
         snap = self._snapshot
         if snap is None:
             raise ProviderUnavailable("The token signing keys are temporarily unavailable.", reason="no_keys")
+        return snap
+
+    def _resolve(self, kid: str) -> tuple[SigningKey, KeySet]:
+        snap = self._current()
         key = snap.keys.get(kid)
         if key is None:
             self._remember_unknown(kid)
-            raise InvalidToken("The token signing key is not known.", reason="unknown_kid")
+            raise _unknown_kid()
         return key, snap
 
     def _remember_unknown(self, kid: str) -> None:
@@ -310,8 +314,7 @@ class KeyStore:
         if found is not None:
             return found
         snap = self._snapshot
-        if self._known_unknown(kid, snap):
-            raise InvalidToken("The token signing key is not known.", reason="unknown_kid")
+        self._refuse_known_unknown(kid, snap)
         self._sync_refresh(forced=snap is not None and kid not in snap.keys, seen=snap)
         return self._resolve(kid)
 
@@ -321,8 +324,7 @@ class KeyStore:
         if found is not None:
             return found
         snap = self._snapshot
-        if self._known_unknown(kid, snap):
-            raise InvalidToken("The token signing key is not known.", reason="unknown_kid")
+        self._refuse_known_unknown(kid, snap)
         await self._async_refresh(forced=snap is not None and kid not in snap.keys, seen=snap)
         return self._resolve(kid)
 
@@ -332,18 +334,12 @@ class KeyStore:
         Raises ``ProviderUnavailable`` when no keys could ever be had.
         """
         self._sync_refresh(forced=None, seen=self._snapshot)
-        snap = self._snapshot
-        if snap is None:
-            raise ProviderUnavailable("The token signing keys are temporarily unavailable.", reason="no_keys")
-        return snap
+        return self._current()
 
     async def arefresh(self) -> KeySet:
         """Async twin of :meth:`refresh`."""
         await self._async_refresh(forced=None, seen=self._snapshot)
-        snap = self._snapshot
-        if snap is None:
-            raise ProviderUnavailable("The token signing keys are temporarily unavailable.", reason="no_keys")
-        return snap
+        return self._current()
 
     # -- single flight ----------------------------------------------------------------------------------
 
@@ -407,10 +403,7 @@ class KeyStore:
         issuer_v1 = self._issuer_v1 or "https://sts.windows.net/{tenantid}/"
         self._snapshot = KeySet(
             keys=loaded.keys,
-            generation=self._generation,
             fetched_at=now,
-            jwks_uri=loaded.jwks_uri,
-            metadata_issuer=loaded.metadata_issuer,
             issuer_v2=loaded.issuer_v2,
             issuer_v1=issuer_v1,
             tenant_id=loaded.tenant_id,
@@ -497,7 +490,6 @@ class KeyStore:
         return _Loaded(
             keys=keys,
             jwks_uri=jwks_uri,
-            metadata_issuer=issuer,
             issuer_v2=_template(issuer, tenant),
             issuer_v1=issuer_v1,
             tenant_id=tenant,
@@ -533,7 +525,7 @@ class KeyStore:
 
     def _check(self, url: str) -> None:
         try:
-            self._http.check_url(url, what="jwks_uri" if url != self._metadata_url else "metadata")
+            self._http.check_url(url, what="url")
         except ConfigurationError:
             raise _FetchFailed(f"refused non-https URL {url[:200]!r}") from None
 

@@ -64,10 +64,8 @@ class Principal(Mapping[str, Any]):
         # A validated principal is cached and shared by every request bearing the same token, so containers
         # come back read-only: a list as a tuple, an object as a read-only mapping.
         value = self._claims[key]
-        if value.__class__ is list:
+        if value.__class__ is list or value.__class__ is dict:
             return _frozen(value)
-        if value.__class__ is dict:
-            return MappingProxyType({k: _frozen(v) for k, v in value.items()})
         return value
 
     def __iter__(self) -> Iterator[str]:

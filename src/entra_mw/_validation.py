@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from ._jwks import TENANT_PLACEHOLDER, KeySet, KeyStore, SigningKey
 from ._preparse import ParsedToken, preparse
+from ._preparse import _fail as _reject  # one factory for every refusal, parsing or checking
 from ._principal import Principal
 from .errors import InvalidToken, ProviderUnavailable
 
@@ -115,10 +116,6 @@ class _Entry:
         self.keyset = keyset
 
 
-def _reject(description: str, reason: str) -> InvalidToken:
-    return InvalidToken(description, reason=reason)
-
-
 class TokenValidator:
     """Validates Entra access tokens for one :class:`EntraConfig`. Thread-safe; one per engine.
 
@@ -129,7 +126,6 @@ class TokenValidator:
     """
 
     def __init__(self, config: EntraConfig, http: HttpSeam, clock: Clock) -> None:
-        self._config = config
         self._clock = clock
         self._keys = KeyStore(config, http, clock)
         self._algorithms = tuple(config.algorithms)
@@ -154,11 +150,6 @@ class TokenValidator:
         self._cache_size = int(config.validated_token_cache_size)
         self._cache_ttl = float(config.validated_token_cache_ttl)
         self._cache_lock = threading.Lock()
-
-    @property
-    def keys(self) -> KeyStore:
-        """The signing-key store (metadata and JWKS)."""
-        return self._keys
 
     # -- public API -------------------------------------------------------------------------------------
 
@@ -292,9 +283,7 @@ class TokenValidator:
         if tid not in iss:
             raise _reject("The token issuer does not match its tenant.", "tid_mismatch")  # IDX40004
         tenant = tid.lower()
-        matched = bool(self._valid_issuers) and any(
-            template.replace(TENANT_PLACEHOLDER, tid) == iss for template in self._valid_issuers
-        )
+        matched = any(template.replace(TENANT_PLACEHOLDER, tid) == iss for template in self._valid_issuers)
         if not matched and (keyset.tenant_id is None or tenant == keyset.tenant_id):
             template = keyset.issuer_v2 if iss.endswith(_V2_SUFFIXES) else keyset.issuer_v1
             matched = template.replace(TENANT_PLACEHOLDER, tid) == iss

@@ -15,13 +15,11 @@ answered by the middleware itself (400/401/403/503 with the RFC 6750 challenge) 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._bearer import PathExclusions, bearer_from_scope
+from ._bearer import MiddlewareOptions, bearer_from_scope
 from ._context import AuthContext
-from ._engine import EntraAuth
-from ._requirements import Requirement
 from .errors import AuthError, MissingToken, ProviderUnavailable
 
 __all__ = ["EntraMiddleware"]
@@ -40,7 +38,7 @@ _WS_POLICY_VIOLATION = 1008
 _AUTHENTICATED = frozenset({"http", "websocket"})
 
 
-class EntraMiddleware:
+class EntraMiddleware(MiddlewareOptions[ASGIApp]):
     """Authenticate ``http`` and ``websocket`` requests with a bearer token; pass every other scope through.
 
     - ``required=True``: no token → 401 with a bare ``Bearer`` challenge. ``required=False``: no token → the
@@ -54,25 +52,6 @@ class EntraMiddleware:
     A websocket handshake is refused before it is accepted: with the denial response (status, challenge and
     body) when the server supports the ``websocket.http.response`` extension, else with close code 1008.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        auth: EntraAuth,
-        required: bool = True,
-        exclude_paths: Iterable[str] = (),
-        requirement: Requirement | None = None,
-    ) -> None:
-        if not isinstance(auth, EntraAuth):
-            raise TypeError("EntraMiddleware needs auth=EntraAuth(...)")
-        if requirement is not None and not isinstance(requirement, Requirement):
-            raise TypeError("requirement must be an entra_mw.Requirement")
-        self.app = app
-        self.auth = auth
-        self.required = required
-        self.exclude_paths = PathExclusions(exclude_paths)
-        self.requirement = requirement
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]

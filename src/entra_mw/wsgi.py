@@ -18,10 +18,8 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, TypeAlias
 
-from ._bearer import PathExclusions, bearer_from_environ
+from ._bearer import MiddlewareOptions, bearer_from_environ
 from ._context import AuthContext
-from ._engine import EntraAuth
-from ._requirements import Requirement
 from .errors import AuthError, MissingToken, ProviderUnavailable
 
 __all__ = ["EntraWSGIMiddleware"]
@@ -34,7 +32,7 @@ WSGIApp: TypeAlias = Callable[[Environ, StartResponse], Iterable[bytes]]
 ENVIRON_KEY = "entra_mw"
 
 
-class EntraWSGIMiddleware:
+class EntraWSGIMiddleware(MiddlewareOptions[WSGIApp]):
     """Authenticate every request with a bearer token; WSGI twin of :class:`entra_mw.asgi.EntraMiddleware`.
 
     - ``required=True``: no token → 401 with a bare ``Bearer`` challenge. ``required=False``: no token → the
@@ -46,25 +44,6 @@ class EntraWSGIMiddleware:
     Servers fold repeated ``Authorization`` headers into one comma-separated value; one that holds two
     credentials is refused with 400.
     """
-
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        auth: EntraAuth,
-        required: bool = True,
-        exclude_paths: Iterable[str] = (),
-        requirement: Requirement | None = None,
-    ) -> None:
-        if not isinstance(auth, EntraAuth):
-            raise TypeError("EntraWSGIMiddleware needs auth=EntraAuth(...)")
-        if requirement is not None and not isinstance(requirement, Requirement):
-            raise TypeError("requirement must be an entra_mw.Requirement")
-        self.app = app
-        self.auth = auth
-        self.required = required
-        self.exclude_paths = PathExclusions(exclude_paths)
-        self.requirement = requirement
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         auth = self.auth

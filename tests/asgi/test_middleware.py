@@ -106,6 +106,8 @@ def test_other_schemes_are_missing_token(env: Env, value: bytes) -> None:
         b"Bearer a\x00b",
         b"Bearer abc, Basic dXNlcg==",
         b"Bearer a,b",
+        b"Bearer =",
+        b"Bearer ====",
     ],
 )
 def test_malformed_bearer_is_400(env: Env, value: bytes) -> None:
