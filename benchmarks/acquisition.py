@@ -245,32 +245,14 @@ class OurPopulation:
         assert world.fake.request_count("token") == before, "a synthetic entry was not found"
 
     def hit(self) -> Callable[[], object]:
-        downstream, principals, tokens = self.auth.downstream, self.principals, self.tokens
-        mask = SAMPLE - 1
-        i = 0
-
-        def call() -> object:
-            nonlocal i
-            i = (i + 1) & mask
-            return downstream(principals[i], tokens[i]).authorization_header(API)
-
-        return call
+        return _header_per_request(self.auth, self.principals, self.tokens)
 
     def hit_one_user(self) -> Callable[[], object]:
         """Like :meth:`hit`, but every request is the first sampled user's (fresh copies of its principal and
         token): its entry stays in the CPU cache, so this isolates the algorithm from the memory hierarchy."""
-        downstream = self.auth.downstream
         principals = [Principal(dict(self.principals[0].claims)) for _ in range(SAMPLE)]
         tokens = [_copy(self.tokens[0]) for _ in range(SAMPLE)]
-        mask = SAMPLE - 1
-        i = 0
-
-        def call() -> object:
-            nonlocal i
-            i = (i + 1) & mask
-            return downstream(principals[i], tokens[i]).authorization_header(API)
-
-        return call
+        return _header_per_request(self.auth, principals, tokens)
 
     def hit_same_downstream(self) -> Callable[[], object]:
         views = [self.auth.downstream(p, t) for p, t in zip(self.principals, self.tokens, strict=True)]
@@ -318,6 +300,20 @@ class OurPopulation:
 
     def close(self) -> None:
         self.auth.close()
+
+
+def _header_per_request(auth: EntraAuth, principals: list[Principal], tokens: list[str]) -> Callable[[], object]:
+    """The timed call: a new ``Downstream`` per request, cycling through the sampled callers."""
+    downstream = auth.downstream
+    mask = SAMPLE - 1
+    i = 0
+
+    def call() -> object:
+        nonlocal i
+        i = (i + 1) & mask
+        return downstream(principals[i], tokens[i]).authorization_header(API)
+
+    return call
 
 
 def _gc_off(fn: Callable[[], float]) -> float:

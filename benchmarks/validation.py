@@ -524,21 +524,32 @@ class Report:
         return "\n\n".join(parts)
 
 
+# Calls per timed repeat and repeats, per measurement: the smoke run and the full run.
+QUICK_COUNTS: dict[str, dict[str, int]] = {
+    "raw": {"number": 50, "repeat": 3},
+    "cold": {"number": 10, "repeat": 2},
+    "pyjwt": {"number": 10, "repeat": 2},
+    "hit": {"number": 200, "repeat": 3},
+    "middleware": {"number": 200, "repeat": 3},
+}
+FULL_COUNTS: dict[str, dict[str, int]] = {
+    "raw": {"number": 2000, "repeat": 7},
+    "cold": {"number": 300, "repeat": 5},
+    "pyjwt": {"number": 300, "repeat": 5},
+    "hit": {"number": 50_000, "repeat": 7},
+    "middleware": {"number": 20_000, "repeat": 9},
+}
+
+
 def run(*, quick: bool, uvicorn: bool = True) -> Report:
     bench = setup()
     try:
-        if quick:
-            raw = bench_raw_verify(bench, number=50, repeat=3)
-            cold = bench_cold(bench, number=10, repeat=2)
-            pyjwt = bench_pyjwt(bench, number=10, repeat=2)
-            hit = bench_hit(bench, number=200, repeat=3)
-            mw = bench_middleware(bench, number=200, repeat=3)
-        else:
-            raw = bench_raw_verify(bench, number=2000, repeat=7)
-            cold = bench_cold(bench, number=300, repeat=5)
-            pyjwt = bench_pyjwt(bench, number=300, repeat=5)
-            hit = bench_hit(bench, number=50_000, repeat=7)
-            mw = bench_middleware(bench, number=20_000, repeat=9)
+        counts = QUICK_COUNTS if quick else FULL_COUNTS
+        raw = bench_raw_verify(bench, **counts["raw"])
+        cold = bench_cold(bench, **counts["cold"])
+        pyjwt = bench_pyjwt(bench, **counts["pyjwt"])
+        hit = bench_hit(bench, **counts["hit"])
+        mw = bench_middleware(bench, **counts["middleware"])
     finally:
         bench.close()
     load = bench_uvicorn(duration=1.0 if quick else 3.0, rounds=2 if quick else 8) if uvicorn else None

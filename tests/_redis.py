@@ -11,18 +11,16 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
-__all__ = ["RedisServer", "no_redis", "redis_server_binary"]
+__all__ = ["RedisServer", "no_redis", "private_redis"]
 
 _START_TIMEOUT = 10.0
-
-
-def redis_server_binary() -> str | None:
-    return shutil.which("redis-server")
 
 
 def no_redis(reason: str) -> NoReturn:
@@ -100,3 +98,21 @@ class RedisServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+
+@contextmanager
+def private_redis(directory: Path, *, missing: str) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer` in ``directory``, stopped on exit; :func:`no_redis` with ``missing`` when
+    ``redis-server`` is not installed, or with the reason when it does not start."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        no_redis(missing)
+    server = RedisServer(binary, directory)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:
+        no_redis(f"redis-server could not be started: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

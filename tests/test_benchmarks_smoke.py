@@ -13,9 +13,9 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.fixture
-def validation() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("entra_mw_bench_validation", BENCHMARKS / "validation.py")
+def load_benchmark(script: str) -> Iterator[ModuleType]:
+    """Imports ``benchmarks/<script>.py`` as a module for the duration of a test."""
+    spec = importlib.util.spec_from_file_location(f"entra_mw_bench_{script}", BENCHMARKS / f"{script}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -25,6 +25,11 @@ def validation() -> Iterator[ModuleType]:
         yield module
     finally:
         del sys.modules[spec.name]
+
+
+@pytest.fixture
+def validation() -> Iterator[ModuleType]:
+    yield from load_benchmark("validation")
 
 
 def test_benchmark_functions_run(validation: ModuleType, tmp_path: Path) -> None:
@@ -66,16 +71,7 @@ def test_uvicorn_load_runs(validation: ModuleType) -> None:
 
 @pytest.fixture
 def acquisition() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("entra_mw_bench_acquisition", BENCHMARKS / "acquisition.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
+    yield from load_benchmark("acquisition")
 
 
 @pytest.mark.timeout(120)

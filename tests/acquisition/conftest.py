@@ -2,12 +2,20 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
 
-from tests._redis import RedisServer, no_redis, redis_server_binary
+from entra_mw import ClientSecret, EntraConfig
+from entra_mw._acquisition.engine import Acquirer
+from entra_mw._http import HttpSeam
+from entra_mw.testing import FakeClock, FakeEntra, Scenario
+from tests._redis import RedisServer, private_redis
+
+AcquirerFactory = Callable[..., Acquirer]
 
 
 @pytest.fixture
@@ -16,20 +24,38 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
+def scn(fake_entra: FakeEntra) -> Scenario:
+    return fake_entra.quickstart()
+
+
+@pytest.fixture
+def make_acquirer(fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario) -> Iterator[AcquirerFactory]:
+    """Builds ``Acquirer``s for the quickstart blueprint: ``config`` are ``EntraConfig`` fields (the blueprint's
+    secret unless ``credentials`` is given), ``transport`` replaces FakeEntra's. Each is closed, with its HTTP
+    pool, at the end."""
+    built: list[tuple[Acquirer, HttpSeam]] = []
+
+    def make(*, transport: httpx2.BaseTransport | None = None, **config: Any) -> Acquirer:
+        config.setdefault("credentials", (ClientSecret(scn.blueprint_secret),))
+        seam = HttpSeam(transport=transport or fake_entra.transport)
+        acquirer = Acquirer(
+            EntraConfig(tenant_id=scn.tenant.tenant_id, client_id=scn.blueprint.app_id, **config), seam, fake_clock
+        )
+        built.append((acquirer, seam))
+        return acquirer
+
+    yield make
+    for acquirer, seam in built:
+        acquirer.close()
+        seam.close()
+
+
+@pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A private ``redis-server`` the test may stop and start again; stopped at the end."""
-    binary = redis_server_binary()
-    if binary is None:
-        no_redis("redis-server is not installed (a private server is needed to simulate an outage)")
-    server = RedisServer(binary, tmp_path)
-    try:
-        server.start()
-    except (OSError, RuntimeError) as exc:
-        no_redis(f"redis-server could not be started: {exc}")
-    try:
+    missing = "redis-server is not installed (a private server is needed to simulate an outage)"
+    with private_redis(tmp_path, missing=missing) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -40,18 +66,8 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    binary = redis_server_binary()
-    if binary is None:
-        no_redis("neither REDIS_URL nor redis-server is available")
-    server = RedisServer(binary, tmp_path)
-    try:
-        server.start()
-    except (OSError, RuntimeError) as exc:
-        no_redis(f"redis-server could not be started: {exc}")
-    try:
+    with private_redis(tmp_path, missing="neither REDIS_URL nor redis-server is available") as server:
         yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

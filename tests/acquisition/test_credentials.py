@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +17,38 @@ from entra_mw import (
     AssertionCallback,
     CertificateCredential,
     ClientSecret,
-    EntraConfig,
     ManagedIdentityAssertion,
     SignedAssertionFile,
 )
 from entra_mw._acquisition._credentials import FileAssertion, load_certificate
 from entra_mw._acquisition._types import TokenRequest
 from entra_mw._acquisition.engine import Acquirer
-from entra_mw._http import HttpSeam
 from entra_mw.credentials import Credential
 from entra_mw.errors import ConfigurationError, TokenAcquisitionError
 from entra_mw.testing import FakeClock, FakeEntra, Scenario
-from entra_mw.testing._token_endpoint import fake_oidc_issuer
+from entra_mw.testing._token_endpoint import FakeOidcIssuer, fake_oidc_issuer
+
+from .conftest import AcquirerFactory
 
 EXCHANGE = "api://AzureADTokenExchange"
 K8S = "https://oidc.prod-aks.azure.com/tenant/cluster/"
 SUBJECT = "system:serviceaccount:agents:weather"
 
-AcquirerFactory = Callable[..., Acquirer]
-
 
 @pytest.fixture
-def scn(fake_entra: FakeEntra) -> Scenario:
-    return fake_entra.quickstart()
-
-
-@pytest.fixture
-def make(fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario) -> AcquirerFactory:
-    def build(*credentials: Credential, transport: httpx2.BaseTransport | None = None, **kw: Any) -> Acquirer:
-        config = EntraConfig(
-            tenant_id=scn.tenant.tenant_id, client_id=scn.blueprint.app_id, credentials=credentials, **kw
-        )
-        return Acquirer(config, HttpSeam(transport=transport or fake_entra.transport), fake_clock)
+def make(make_acquirer: AcquirerFactory) -> AcquirerFactory:
+    def build(*credentials: Credential, **kw: Any) -> Acquirer:
+        return make_acquirer(credentials=credentials, **kw)
 
     return build
+
+
+@pytest.fixture
+def k8s(fake_entra: FakeEntra, scn: Scenario) -> FakeOidcIssuer:
+    """A Kubernetes cluster's OIDC issuer, trusted by the blueprint for ``SUBJECT`` (a federated credential)."""
+    issuer = fake_oidc_issuer(fake_entra, K8S)
+    fake_entra.add_federated_credential(scn.blueprint, issuer=K8S, subject=SUBJECT)
+    return issuer
 
 
 def app_request(scn: Scenario, **kw: Any) -> TokenRequest:
@@ -171,10 +168,13 @@ def test_certificate_problems_are_configuration_errors(fake_entra: FakeEntra, sc
 
 
 def test_signed_assertion_file_and_rotation(
-    fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario, make: AcquirerFactory, tmp_path: Path
+    fake_entra: FakeEntra,
+    fake_clock: FakeClock,
+    scn: Scenario,
+    make: AcquirerFactory,
+    tmp_path: Path,
+    k8s: FakeOidcIssuer,
 ) -> None:
-    k8s = fake_oidc_issuer(fake_entra, K8S)
-    fake_entra.add_federated_credential(scn.blueprint, issuer=K8S, subject=SUBJECT)
     path = tmp_path / "azure-identity-token"
     path.write_text(k8s.mint(SUBJECT, EXCHANGE, lifetime=3600))
     acquirer = make(SignedAssertionFile(path=str(path)))
@@ -210,9 +210,8 @@ def test_signed_assertion_file_from_environment(
     make: AcquirerFactory,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    k8s: FakeOidcIssuer,
 ) -> None:
-    k8s = fake_oidc_issuer(fake_entra, K8S)
-    fake_entra.add_federated_credential(scn.blueprint, issuer=K8S, subject=SUBJECT)
     path = tmp_path / "token"
     path.write_text(k8s.mint(SUBJECT, EXCHANGE))
     monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(path))
@@ -221,10 +220,13 @@ def test_signed_assertion_file_from_environment(
 
 
 def test_expired_signed_assertion_is_refused(
-    fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario, make: AcquirerFactory, tmp_path: Path
+    fake_entra: FakeEntra,
+    fake_clock: FakeClock,
+    scn: Scenario,
+    make: AcquirerFactory,
+    tmp_path: Path,
+    k8s: FakeOidcIssuer,
 ) -> None:
-    k8s = fake_oidc_issuer(fake_entra, K8S)
-    fake_entra.add_federated_credential(scn.blueprint, issuer=K8S, subject=SUBJECT)
     path = tmp_path / "token"
     assertion = k8s.mint(SUBJECT, EXCHANGE, lifetime=60)
     path.write_text(assertion)
@@ -242,10 +244,8 @@ def test_expired_signed_assertion_is_refused(
 
 
 def test_assertion_callback_with_and_without_context(
-    fake_entra: FakeEntra, scn: Scenario, make: AcquirerFactory
+    fake_entra: FakeEntra, scn: Scenario, make: AcquirerFactory, k8s: FakeOidcIssuer
 ) -> None:
-    k8s = fake_oidc_issuer(fake_entra, K8S)
-    fake_entra.add_federated_credential(scn.blueprint, issuer=K8S, subject=SUBJECT)
     contexts: list[dict[str, Any]] = []
 
     def with_context(context: dict[str, Any]) -> str:

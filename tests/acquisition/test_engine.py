@@ -7,27 +7,17 @@ from typing import Any
 
 import pytest
 
-from entra_mw import ClientSecret, EntraConfig
 from entra_mw._acquisition._types import AccessToken, TokenRequest
 from entra_mw._acquisition.engine import Acquirer
-from entra_mw._http import HttpSeam
 from entra_mw.errors import ConfigurationError
 from entra_mw.testing import FakeClock, FakeEntra, Scenario
 
-
-@pytest.fixture
-def scn(fake_entra: FakeEntra) -> Scenario:
-    return fake_entra.quickstart()
+from .conftest import AcquirerFactory
 
 
 @pytest.fixture
-def acquirer(fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario) -> Acquirer:
-    config = EntraConfig(
-        tenant_id=scn.tenant.tenant_id,
-        client_id=scn.blueprint.app_id,
-        credentials=(ClientSecret(scn.blueprint_secret),),
-    )
-    return Acquirer(config, HttpSeam(transport=fake_entra.transport), fake_clock)
+def acquirer(make_acquirer: AcquirerFactory) -> Acquirer:
+    return make_acquirer()
 
 
 def api_default(scn: Scenario) -> str:

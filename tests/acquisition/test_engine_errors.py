@@ -8,29 +8,18 @@ from typing import Any
 import httpx2
 import pytest
 
-from entra_mw import ClientSecret, EntraConfig
+from entra_mw import ClientSecret
 from entra_mw._acquisition._types import TokenRequest
 from entra_mw._acquisition.engine import Acquirer
-from entra_mw._http import HttpSeam
 from entra_mw.errors import ConfigurationError, TokenAcquisitionError
 from entra_mw.testing import FakeClock, FakeEntra, Scenario
 
-
-@pytest.fixture
-def scn(fake_entra: FakeEntra) -> Scenario:
-    return fake_entra.quickstart()
-
-
-def make(fake: FakeEntra, clock: FakeClock, scn: Scenario, **kw: Any) -> Acquirer:
-    kw.setdefault("credentials", [ClientSecret(scn.blueprint_secret)])
-    transport = kw.pop("transport", None) or fake.transport
-    config = EntraConfig(tenant_id=scn.tenant.tenant_id, client_id=scn.blueprint.app_id, **kw)
-    return Acquirer(config, HttpSeam(transport=transport), clock)
+from .conftest import AcquirerFactory
 
 
 @pytest.fixture
-def acquirer(fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario) -> Acquirer:
-    return make(fake_entra, fake_clock, scn)
+def acquirer(make_acquirer: AcquirerFactory) -> Acquirer:
+    return make_acquirer()
 
 
 def req(scn: Scenario, flow: Any = "app", **kw: Any) -> TokenRequest:
@@ -69,8 +58,8 @@ def test_consent_required(fake_entra: FakeEntra, scn: Scenario, acquirer: Acquir
     no_secrets_in(err, tc)
 
 
-def test_invalid_client_secret(fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario) -> None:
-    acquirer = make(fake_entra, fake_clock, scn, credentials=[ClientSecret("not-the-secret")])
+def test_invalid_client_secret(fake_entra: FakeEntra, scn: Scenario, make_acquirer: AcquirerFactory) -> None:
+    acquirer = make_acquirer(credentials=[ClientSecret("not-the-secret")])
     with pytest.raises(TokenAcquisitionError) as info:
         acquirer.fetch(req(scn))
     err = info.value
@@ -131,8 +120,8 @@ def test_unknown_tenant(fake_entra: FakeEntra, scn: Scenario, acquirer: Acquirer
     assert info.value.status_code == 502
 
 
-def test_http_instance_is_refused(fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario) -> None:
-    acquirer = make(fake_entra, fake_clock, scn, instance="http://login.example.test/")
+def test_http_instance_is_refused(fake_entra: FakeEntra, scn: Scenario, make_acquirer: AcquirerFactory) -> None:
+    acquirer = make_acquirer(instance="http://login.example.test/")
     with pytest.raises(ConfigurationError, match="https"):
         acquirer.fetch(req(scn))
 
@@ -165,8 +154,10 @@ def test_persistent_429_gives_up(fake_entra: FakeEntra, scn: Scenario, acquirer:
     assert fake_entra.request_count("token") == 3  # 1 + token_request_retries (2)
 
 
-def test_retry_after_beyond_the_budget_fails_fast(fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario) -> None:
-    acquirer = make(fake_entra, fake_clock, scn, token_request_max_wait=0.5)
+def test_retry_after_beyond_the_budget_fails_fast(
+    fake_entra: FakeEntra, scn: Scenario, make_acquirer: AcquirerFactory
+) -> None:
+    acquirer = make_acquirer(token_request_max_wait=0.5)
     fake_entra.faults.rate_limit("token", retry_after=30, times=1)
     started = time.monotonic()
     with pytest.raises(TokenAcquisitionError) as info:
@@ -176,8 +167,8 @@ def test_retry_after_beyond_the_budget_fails_fast(fake_entra: FakeEntra, fake_cl
     assert fake_entra.request_count("token") == 1
 
 
-def test_no_retries_when_configured(fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario) -> None:
-    acquirer = make(fake_entra, fake_clock, scn, token_request_retries=0)
+def test_no_retries_when_configured(fake_entra: FakeEntra, scn: Scenario, make_acquirer: AcquirerFactory) -> None:
+    acquirer = make_acquirer(token_request_retries=0)
     fake_entra.faults.server_error("token", 500, times=1)
     with pytest.raises(TokenAcquisitionError):
         acquirer.fetch(req(scn))
@@ -241,7 +232,7 @@ def test_oversized_answer(fake_entra: FakeEntra, scn: Scenario, acquirer: Acquir
 
 
 def test_stale_app_token_is_served_during_an_outage(
-    fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario
+    fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario, make_acquirer: AcquirerFactory
 ) -> None:
     """MSAL's fallback (a still-valid token past its refresh_on) works because transport errors reach it as
     ``requests`` errors."""
@@ -259,7 +250,7 @@ def test_stale_app_token_is_served_during_an_outage(
             return httpx2.Response(200, json=payload)
         return response
 
-    acquirer = make(fake_entra, fake_clock, scn, transport=httpx2.MockTransport(route))
+    acquirer = make_acquirer(transport=httpx2.MockTransport(route))
     first = acquirer.fetch(req(scn))
     assert first.refresh_on is not None
     assert first.refresh_on == pytest.approx(fake_clock.time() + 60, abs=2)

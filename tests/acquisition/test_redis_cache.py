@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import anyio
 import pytest
 import redis
 
@@ -18,39 +17,11 @@ from entra_mw._acquisition.cache import TokenCache
 from entra_mw.testing import FakeClock
 from tests._redis import RedisServer
 
+from ._tokens import CLIENT, TENANT, Fetcher, obo_request
+
 pytestmark = pytest.mark.redis
 
-TENANT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-CLIENT = "11111111-2222-3333-4444-555555555555"
 KEY = "0123456789abcdef0123456789abcdef"
-
-
-def request(user: str = "user-1") -> TokenRequest:
-    return TokenRequest(
-        flow="obo", scopes=("api://downstream/read",), client_id=CLIENT, tenant=TENANT, user_assertion=user
-    )
-
-
-class Fetcher:
-    def __init__(self, clock: FakeClock, *, refresh_in: float | None = None) -> None:
-        self.clock = clock
-        self.refresh_in = refresh_in
-        self.calls = 0
-
-    def __call__(self, req: TokenRequest) -> AccessToken:
-        self.calls += 1
-        now = self.clock.time()
-        return AccessToken(
-            token=f"very-secret-access-token-{self.calls}",
-            expires_on=now + 3600,
-            refresh_on=None if self.refresh_in is None else now + self.refresh_in,
-            scopes=req.scopes,
-            tenant=req.tenant,
-        )
-
-    async def afetch(self, req: TokenRequest) -> AccessToken:
-        await anyio.lowlevel.checkpoint()
-        return self(req)
 
 
 def never(req: TokenRequest) -> AccessToken:
@@ -103,10 +74,10 @@ def test_a_token_fetched_by_one_replica_is_served_by_the_other(
 ) -> None:
     a, b = replicas
     fetch = Fetcher(fake_clock)
-    token = a.get_or_fetch(request(), fetch)
-    shared = b.get_or_fetch(request(), never)
+    token = a.get_or_fetch(obo_request(), fetch)
+    shared = b.get_or_fetch(obo_request(), never)
     assert shared == token
-    assert b.get_or_fetch(request(), never) is shared  # now from b's L1
+    assert b.get_or_fetch(obo_request(), never) is shared  # now from b's L1
     assert (b.stats.l2_hits, b.stats.fetches, b.stats.hits) == (1, 0, 1)
     assert fetch.calls == 1
 
@@ -114,12 +85,12 @@ def test_a_token_fetched_by_one_replica_is_served_by_the_other(
 def test_plain_values_and_ttl(redis_url: str, redis_prefix: str, fake_clock: FakeClock, raw: Any) -> None:
     store = RedisStore(redis_url, prefix=redis_prefix, clock=fake_clock)
     cache = TokenCache(clock=fake_clock, l2=store, refresh_margin=300)
-    cache.get_or_fetch(request(), Fetcher(fake_clock, refresh_in=1800))
-    rkey = store.redis_key(request().cache_key())
+    cache.get_or_fetch(obo_request(), Fetcher(fake_clock, refresh_in=1800))
+    rkey = store.redis_key(obo_request().cache_key())
     assert rkey.startswith(redis_prefix + "at:")
     assert "user-1" not in rkey
     value = raw.get(rkey)
-    assert b'"token":"very-secret-access-token-1"' in value
+    assert b'"token":"secret-token-1"' in value
     assert b'"refresh_on":' in value
     assert 3290 <= raw.ttl(rkey) <= 3300  # until expires_on - margin
     cache.close()
@@ -127,12 +98,12 @@ def test_plain_values_and_ttl(redis_url: str, redis_prefix: str, fake_clock: Fak
 
 def test_encrypted_values_hide_the_token(replicas: list[TokenCache], fake_clock: FakeClock, raw: Any) -> None:
     a, b = replicas
-    token = a.get_or_fetch(request(), Fetcher(fake_clock))
-    value = raw.get(store_of(a).redis_key(request().cache_key()))
+    token = a.get_or_fetch(obo_request(), Fetcher(fake_clock))
+    value = raw.get(store_of(a).redis_key(obo_request().cache_key()))
     assert value.startswith(b"\x01")
-    assert b"very-secret" not in value
+    assert b"secret-token" not in value
     assert b"expires_on" not in value
-    assert b.get_or_fetch(request(), never) == token
+    assert b.get_or_fetch(obo_request(), never) == token
 
 
 @pytest.mark.parametrize("other_key", ["another-key-entirely-0123456789", None])
@@ -141,8 +112,8 @@ def test_a_value_sealed_with_another_key_is_a_miss(
 ) -> None:
     writer = RedisStore(redis_url, prefix=redis_prefix, encryption_key=KEY, clock=fake_clock)
     reader = RedisStore(redis_url, prefix=redis_prefix, encryption_key=other_key, clock=fake_clock)
-    key = request().cache_key()
-    writer.set(key, Fetcher(fake_clock)(request()), 600)
+    key = obo_request().cache_key()
+    writer.set(key, Fetcher(fake_clock)(obo_request()), 600)
     assert reader.get(key) is None
     assert raw.exists(writer.redis_key(key)) == 0  # an unreadable value is deleted
     writer.close()
@@ -154,8 +125,8 @@ def test_plain_value_planted_in_an_encrypted_store_is_refused(
 ) -> None:
     plain = RedisStore(redis_url, prefix=redis_prefix, clock=fake_clock)
     sealed = RedisStore(redis_url, prefix=redis_prefix, encryption_key=KEY, clock=fake_clock)
-    key = request().cache_key()
-    plain.set(key, Fetcher(fake_clock)(request()), 600)
+    key = obo_request().cache_key()
+    plain.set(key, Fetcher(fake_clock)(obo_request()), 600)
     assert sealed.get(key) is None
     plain.close()
     sealed.close()
@@ -165,8 +136,8 @@ def test_a_sealed_value_moved_to_another_key_does_not_open(
     redis_url: str, redis_prefix: str, fake_clock: FakeClock, raw: Any
 ) -> None:
     store = RedisStore(redis_url, prefix=redis_prefix, encryption_key=KEY, clock=fake_clock)
-    alice, mallory = request("alice").cache_key(), request("mallory").cache_key()
-    store.set(alice, Fetcher(fake_clock)(request("alice")), 600)
+    alice, mallory = obo_request("alice").cache_key(), obo_request("mallory").cache_key()
+    store.set(alice, Fetcher(fake_clock)(obo_request("alice")), 600)
     raw.set(store.redis_key(mallory), raw.get(store.redis_key(alice)))
     assert store.get(mallory) is None
     assert store.get(alice) is not None
@@ -181,7 +152,7 @@ def test_garbage_is_a_miss_and_is_deleted(
     redis_url: str, redis_prefix: str, fake_clock: FakeClock, raw: Any, value: bytes
 ) -> None:
     store = RedisStore(redis_url, prefix=redis_prefix, clock=fake_clock)
-    key = request().cache_key()
+    key = obo_request().cache_key()
     raw.set(store.redis_key(key), value)
     assert store.get(key) is None
     assert raw.exists(store.redis_key(key)) == 0
@@ -191,12 +162,12 @@ def test_garbage_is_a_miss_and_is_deleted(
 def test_a_refresh_takes_another_replicas_fresher_token(replicas: list[TokenCache], fake_clock: FakeClock) -> None:
     a, b = replicas
     fetch = Fetcher(fake_clock, refresh_in=1800)
-    a.get_or_fetch(request(), fetch)
-    b.get_or_fetch(request(), never)
+    a.get_or_fetch(obo_request(), fetch)
+    b.get_or_fetch(obo_request(), never)
     fake_clock.advance(1800)
-    refreshed = a.get_or_fetch(request(), fetch)
-    assert refreshed.token == "very-secret-access-token-2"
-    assert b.get_or_fetch(request(), never) == refreshed
+    refreshed = a.get_or_fetch(obo_request(), fetch)
+    assert refreshed.token == "secret-token-2"
+    assert b.get_or_fetch(obo_request(), never) == refreshed
     assert fetch.calls == 2
     assert (b.stats.refreshes, b.stats.l2_hits, b.stats.fetches) == (1, 2, 0)
 
@@ -204,22 +175,12 @@ def test_a_refresh_takes_another_replicas_fresher_token(replicas: list[TokenCach
 def test_force_refresh_does_not_read_l2(replicas: list[TokenCache], fake_clock: FakeClock) -> None:
     a, b = replicas
     fetch = Fetcher(fake_clock)
-    a.get_or_fetch(request(), fetch)
-    forced = b.get_or_fetch(TokenRequest(**{**_fields(request()), "force_refresh": True}), fetch)
-    assert forced.token == "very-secret-access-token-2"
-    assert a.get_or_fetch(request(), never).token == "very-secret-access-token-1"  # a's L1
+    a.get_or_fetch(obo_request(), fetch)
+    forced = b.get_or_fetch(obo_request(force_refresh=True), fetch)
+    assert forced.token == "secret-token-2"
+    assert a.get_or_fetch(obo_request(), never).token == "secret-token-1"  # a's L1
     a.clear()
-    assert a.get_or_fetch(request(), never) == forced  # L2 now holds the forced token
-
-
-def _fields(req: TokenRequest) -> dict[str, Any]:
-    return {
-        "flow": req.flow,
-        "scopes": req.scopes,
-        "client_id": req.client_id,
-        "tenant": req.tenant,
-        "user_assertion": req.user_assertion,
-    }
+    assert a.get_or_fetch(obo_request(), never) == forced  # L2 now holds the forced token
 
 
 def test_from_config_uses_redis(redis_url: str, redis_prefix: str, fake_clock: FakeClock) -> None:
@@ -231,8 +192,8 @@ def test_from_config_uses_redis(redis_url: str, redis_prefix: str, fake_clock: F
         cache_encryption_key=KEY,
     )
     a, b = TokenCache.from_config(config, fake_clock), TokenCache.from_config(config, fake_clock)
-    token = a.get_or_fetch(request(), Fetcher(fake_clock))
-    assert b.get_or_fetch(request(), never) == token
+    token = a.get_or_fetch(obo_request(), Fetcher(fake_clock))
+    assert b.get_or_fetch(obo_request(), never) == token
     a.close()
     b.close()
 
@@ -246,29 +207,29 @@ def test_redis_killed_mid_test(
     store = RedisStore(redis_server.url, prefix="outage:", clock=fake_clock, retry_interval=5)
     cache = TokenCache(clock=fake_clock, l2=store)
     fetch = Fetcher(fake_clock)
-    first = cache.get_or_fetch(request("user-1"), fetch)
+    first = cache.get_or_fetch(obo_request("user-1"), fetch)
 
     redis_server.stop()
     with caplog.at_level(logging.INFO, logger="entra_mw"):
         started = time.monotonic()
-        assert cache.get_or_fetch(request("user-1"), fetch) is first  # L1
-        assert cache.get_or_fetch(request("user-2"), fetch).token == "very-secret-access-token-2"
-        assert cache.get_or_fetch(request("user-3"), fetch).token == "very-secret-access-token-3"
+        assert cache.get_or_fetch(obo_request("user-1"), fetch) is first  # L1
+        assert cache.get_or_fetch(obo_request("user-2"), fetch).token == "secret-token-2"
+        assert cache.get_or_fetch(obo_request("user-3"), fetch).token == "secret-token-3"
         fake_clock.advance(10)  # Redis is tried again and still down: the same outage, no new warning
-        assert cache.get_or_fetch(request("user-4"), fetch).token == "very-secret-access-token-4"
+        assert cache.get_or_fetch(obo_request("user-4"), fetch).token == "secret-token-4"
         assert time.monotonic() - started < 3
     assert len(warnings_in(caplog)) == 1
     assert "unavailable" in warnings_in(caplog)[0].getMessage()
-    assert "very-secret" not in caplog.text
+    assert "secret-token" not in caplog.text
 
     redis_server.start()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="entra_mw"):
         fake_clock.advance(10)
-        cache.get_or_fetch(request("user-5"), fetch)
+        cache.get_or_fetch(obo_request("user-5"), fetch)
         assert any("available again" in r.getMessage() for r in caplog.records)
         other = TokenCache(clock=fake_clock, l2=RedisStore(redis_server.url, prefix="outage:", clock=fake_clock))
-        assert other.get_or_fetch(request("user-5"), never).token == "very-secret-access-token-5"
+        assert other.get_or_fetch(obo_request("user-5"), never).token == "secret-token-5"
         other.close()
     assert warnings_in(caplog) == []
     cache.close()
@@ -283,14 +244,14 @@ async def test_async_replicas(redis_url: str, redis_prefix: str, fake_clock: Fak
         for _ in range(2)
     )
     fetch = Fetcher(fake_clock)
-    token = await a.aget_or_fetch(request(), fetch.afetch)
-    assert b"very-secret" not in raw.get(store_of(a).redis_key(request().cache_key()))
-    assert await b.aget_or_fetch(request(), anever) == token
+    token = await a.aget_or_fetch(obo_request(), fetch.afetch)
+    assert b"secret-token" not in raw.get(store_of(a).redis_key(obo_request().cache_key()))
+    assert await b.aget_or_fetch(obo_request(), anever) == token
     assert (b.stats.l2_hits, fetch.calls) == (1, 1)
     # A garbage value read through the async client is a miss and is deleted.
-    rkey = store_of(a).redis_key(request("user-2").cache_key())
+    rkey = store_of(a).redis_key(obo_request("user-2").cache_key())
     raw.set(rkey, b"\x01garbage-garbage-garbage-garbage")
-    assert await store_of(b).aget(request("user-2").cache_key()) is None
+    assert await store_of(b).aget(obo_request("user-2").cache_key()) is None
     assert raw.exists(rkey) == 0
     await a.aclose()
     await b.aclose()
@@ -300,12 +261,12 @@ async def test_async_replicas(redis_url: str, redis_prefix: str, fake_clock: Fak
 async def test_async_outage(redis_server: RedisServer, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     cache = TokenCache(clock=fake_clock, l2=RedisStore(redis_server.url, prefix="outage:", clock=fake_clock))
     fetch = Fetcher(fake_clock)
-    first = await cache.aget_or_fetch(request(), fetch.afetch)
+    first = await cache.aget_or_fetch(obo_request(), fetch.afetch)
     redis_server.stop()
     with caplog.at_level(logging.WARNING, logger="entra_mw"):
-        assert await cache.aget_or_fetch(request(), fetch.afetch) is first
-        assert (await cache.aget_or_fetch(request("user-2"), fetch.afetch)).token == "very-secret-access-token-2"
-        assert (await cache.aget_or_fetch(request("user-3"), fetch.afetch)).token == "very-secret-access-token-3"
+        assert await cache.aget_or_fetch(obo_request(), fetch.afetch) is first
+        assert (await cache.aget_or_fetch(obo_request("user-2"), fetch.afetch)).token == "secret-token-2"
+        assert (await cache.aget_or_fetch(obo_request("user-3"), fetch.afetch)).token == "secret-token-3"
     assert len(warnings_in(caplog)) == 1
     await cache.aclose()
 
@@ -321,8 +282,8 @@ async def test_trio_uses_the_sync_client_off_the_loop(
         )
         for _ in range(2)
     )
-    token = await a.aget_or_fetch(request(), Fetcher(fake_clock).afetch)
-    assert await b.aget_or_fetch(request(), anever) == token
+    token = await a.aget_or_fetch(obo_request(), Fetcher(fake_clock).afetch)
+    assert await b.aget_or_fetch(obo_request(), anever) == token
     await a.aclose()
     await b.aclose()
 
@@ -335,10 +296,10 @@ def test_each_event_loop_gets_its_own_async_client(redis_url: str, redis_prefix:
 
     async def use() -> str:
         cache.clear()
-        token = await cache.aget_or_fetch(request(), fetch.afetch)
+        token = await cache.aget_or_fetch(obo_request(), fetch.afetch)
         await cache.aclose()
         return token.token
 
-    assert asyncio.run(use()) == "very-secret-access-token-1"
-    assert asyncio.run(use()) == "very-secret-access-token-1"  # from Redis, through a second loop's client
+    assert asyncio.run(use()) == "secret-token-1"
+    assert asyncio.run(use()) == "secret-token-1"  # from Redis, through a second loop's client
     assert fetch.calls == 1

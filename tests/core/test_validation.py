@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
+import jwt
 import pytest
 
-from entra_mw import EntraAuth, EntraConfig, InvalidToken, ProviderUnavailable
+from entra_mw import EntraAuth, InvalidToken, ProviderUnavailable
 from entra_mw.testing import FakeClock, FakeEntra
 from entra_mw.testing._keys import b64url, fresh_rsa_key
 
-MakeAuth = Callable[..., EntraAuth]
+from ._support import MakeAuth, good_claims, reason
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -22,50 +22,25 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def make_auth(fake_entra: FakeEntra, fake_clock: FakeClock) -> Iterator[MakeAuth]:
-    built: list[EntraAuth] = []
+def validate_in_threads(auth: EntraAuth, tokens: list[str]) -> None:
+    """Validates each token in its own thread, all released at once; every one must pass."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(tokens))
 
-    def make(**overrides: Any) -> EntraAuth:
-        s = fake_entra.quickstart()
-        options: dict[str, Any] = {"tenant_id": s.tenant.tenant_id, "client_id": s.api.app_id}
-        options.update(overrides)
-        auth = EntraAuth(
-            EntraConfig(**options),
-            transport=fake_entra.transport,
-            async_transport=fake_entra.async_transport,
-            clock=fake_clock,
-        )
-        built.append(auth)
-        return auth
+    def run(token: str) -> None:
+        barrier.wait()
+        try:
+            auth.validate(token)
+        except BaseException as exc:  # reported by the assertion below, with the thread's error
+            errors.append(exc)
 
-    yield make
-    for auth in built:
-        auth.close()
-
-
-@pytest.fixture
-def auth(make_auth: MakeAuth) -> EntraAuth:
-    return make_auth()
-
-
-def reason(auth: EntraAuth, token: str) -> str:
-    with pytest.raises(InvalidToken) as info:
-        auth.validate(token)
-    assert info.value.status_code == 401
-    return info.value.reason
-
-
-def claims_of(fake: FakeEntra, token: str) -> dict[str, Any]:
-    return fake.decode(token)
-
-
-def header_of(token: str) -> dict[str, Any]:
-    import base64
-
-    seg = token.split(".")[0]
-    value: dict[str, Any] = json.loads(base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4)))
-    return value
+    threads = [threading.Thread(target=run, args=(t,)) for t in tokens]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors
 
 
 # -- the happy paths -------------------------------------------------------------------------------------
@@ -100,7 +75,7 @@ async def test_avalidate(fake_entra: FakeEntra, auth: EntraAuth) -> None:
 def test_v1_token_audience_is_app_id_uri(fake_entra: FakeEntra, auth: EntraAuth) -> None:
     s = fake_entra.quickstart()
     token = fake_entra.app_token(s.client, resource=s.api, version=1)
-    assert claims_of(fake_entra, token)["aud"] == f"api://{s.api.app_id}"
+    assert fake_entra.decode(token)["aud"] == f"api://{s.api.app_id}"
     principal = auth.validate(token)
     assert principal.token_version == "1.0"
     assert principal.client_id == s.client.app_id
@@ -308,14 +283,9 @@ def test_agent_token_with_slash_scope_is_accepted(fake_entra: FakeEntra, auth: E
 # -- algorithms and headers ------------------------------------------------------------------------------
 
 
-def _claims(fake: FakeEntra) -> dict[str, Any]:
-    s = fake.quickstart()
-    return claims_of(fake, fake.app_token(s.client, resource=s.api))
-
-
 def test_alg_confusion_hs256_with_public_key(fake_entra: FakeEntra, auth: EntraAuth) -> None:
     forged = fake_entra.mint_raw(
-        {"alg": "HS256", "typ": "JWT", "kid": fake_entra.current_kid}, _claims(fake_entra), alg="HS256"
+        {"alg": "HS256", "typ": "JWT", "kid": fake_entra.current_kid}, good_claims(fake_entra), alg="HS256"
     )
     assert reason(auth, forged) == "bad_algorithm"
 
@@ -323,16 +293,16 @@ def test_alg_confusion_hs256_with_public_key(fake_entra: FakeEntra, auth: EntraA
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "HS256", "HS512", "ES256", "PS256", "RS1", ""])
 def test_refused_algorithms(fake_entra: FakeEntra, auth: EntraAuth, alg: str) -> None:
     sign_alg = alg if alg in ("HS256", "HS512", "ES256", "PS256") else "none"
-    token = fake_entra.mint_raw({"alg": alg, "kid": fake_entra.current_kid}, _claims(fake_entra), alg=sign_alg)
+    token = fake_entra.mint_raw({"alg": alg, "kid": fake_entra.current_kid}, good_claims(fake_entra), alg=sign_alg)
     assert reason(auth, token) == "bad_algorithm"
 
 
 def test_ps256_when_allowed(fake_entra: FakeEntra, make_auth: MakeAuth) -> None:
     auth = make_auth(algorithms=("RS256", "PS256"))
-    token = fake_entra.mint_raw({"alg": "PS256", "kid": fake_entra.current_kid}, _claims(fake_entra), alg="PS256")
+    token = fake_entra.mint_raw({"alg": "PS256", "kid": fake_entra.current_kid}, good_claims(fake_entra), alg="PS256")
     auth.validate(token)
     # A PKCS#1 v1.5 signature labelled PS256 does not verify.
-    mislabelled = fake_entra.mint_raw({"alg": "PS256", "kid": fake_entra.current_kid}, _claims(fake_entra))
+    mislabelled = fake_entra.mint_raw({"alg": "PS256", "kid": fake_entra.current_kid}, good_claims(fake_entra))
     assert reason(auth, mislabelled) == "bad_signature"
 
 
@@ -350,16 +320,18 @@ def test_ps256_when_allowed(fake_entra: FakeEntra, make_auth: MakeAuth) -> None:
 )
 def test_key_carrying_headers_refused(fake_entra: FakeEntra, auth: EntraAuth, extra: dict[str, Any]) -> None:
     header = {"alg": "RS256", "typ": "JWT", "kid": fake_entra.current_kid, **extra}
-    assert reason(auth, fake_entra.mint_raw(header, _claims(fake_entra))) == "bad_header"
+    assert reason(auth, fake_entra.mint_raw(header, good_claims(fake_entra))) == "bad_header"
 
 
 def test_embedded_jwk_is_never_trusted(fake_entra: FakeEntra, auth: EntraAuth) -> None:
     attacker = fresh_rsa_key()
     numbers = attacker.public_key().public_numbers()
     jwk = {"kty": "RSA", "n": b64url(numbers.n.to_bytes(256, "big")), "e": "AQAB", "kid": "attacker"}
-    token = fake_entra.mint_raw({"alg": "RS256", "kid": "attacker", "jwk": jwk}, _claims(fake_entra), key=attacker)
+    token = fake_entra.mint_raw({"alg": "RS256", "kid": "attacker", "jwk": jwk}, good_claims(fake_entra), key=attacker)
     assert reason(auth, token) == "bad_header"
-    unsigned = fake_entra.mint_raw({"alg": "RS256", "kid": fake_entra.current_kid}, _claims(fake_entra), key=attacker)
+    unsigned = fake_entra.mint_raw(
+        {"alg": "RS256", "kid": fake_entra.current_kid}, good_claims(fake_entra), key=attacker
+    )
     assert reason(auth, unsigned) == "bad_signature"
 
 
@@ -374,12 +346,14 @@ def test_embedded_jwk_is_never_trusted(fake_entra: FakeEntra, auth: EntraAuth) -
     ],
 )
 def test_kid_required(fake_entra: FakeEntra, auth: EntraAuth, header: dict[str, Any]) -> None:
-    assert reason(auth, fake_entra.mint_raw(header, _claims(fake_entra))) == "bad_header"
+    assert reason(auth, fake_entra.mint_raw(header, good_claims(fake_entra))) == "bad_header"
 
 
 def test_typ_checked(fake_entra: FakeEntra, auth: EntraAuth) -> None:
     for typ, ok in (("JWT", True), ("at+jwt", True), ("JWE", False), (1, False)):
-        token = fake_entra.mint_raw({"alg": "RS256", "kid": fake_entra.current_kid, "typ": typ}, _claims(fake_entra))
+        token = fake_entra.mint_raw(
+            {"alg": "RS256", "kid": fake_entra.current_kid, "typ": typ}, good_claims(fake_entra)
+        )
         if ok:
             auth.validate(token)
         else:
@@ -394,14 +368,14 @@ def test_jwe_refused(auth: EntraAuth) -> None:
 def test_tampered_payload(fake_entra: FakeEntra, auth: EntraAuth) -> None:
     s = fake_entra.quickstart()
     head, _, sig = fake_entra.app_token(s.client, resource=s.api).split(".")
-    claims = _claims(fake_entra)
+    claims = good_claims(fake_entra)
     claims["roles"] = ["Admin"]
     assert reason(auth, f"{head}.{b64url(json.dumps(claims).encode())}.{sig}") == "bad_signature"
 
 
 def test_duplicate_claims_refused(fake_entra: FakeEntra, auth: EntraAuth) -> None:
     s = fake_entra.quickstart()
-    claims = _claims(fake_entra)
+    claims = good_claims(fake_entra)
     body = json.dumps(claims)[:-1] + ', "aud": "' + s.api.app_id + '"}'
     token = fake_entra.mint_raw({"alg": "RS256", "kid": fake_entra.current_kid}, body.encode())
     assert reason(auth, token) == "malformed"
@@ -458,7 +432,7 @@ def test_unknown_kids_do_not_amplify_requests(fake_entra: FakeEntra, auth: Entra
     s = fake_entra.quickstart()
     auth.validate(fake_entra.app_token(s.client, resource=s.api))
     for i in range(50):
-        token = fake_entra.mint_raw({"alg": "RS256", "kid": f"random-{i}"}, _claims(fake_entra))
+        token = fake_entra.mint_raw({"alg": "RS256", "kid": f"random-{i}"}, good_claims(fake_entra))
         assert reason(auth, token) == "unknown_kid"
     assert fake_entra.request_count("jwks") <= 2
 
@@ -524,7 +498,7 @@ def test_garbage_jwks_during_rotation_keeps_old_keys(fake_entra: FakeEntra, auth
     fake_entra.rotate_keys()
     fake_entra.faults.garbage("jwks", body=b'{"keys": [{"kty": "RSA", "kid": "x", "n": "AQAB", "e": "AQAB"}]}')
     assert reason(auth, fake_entra.app_token(s.client, resource=s.api)) == "unknown_kid"
-    auth.validate(fake_entra.app_token(s.client, resource=s.api, kid=header_of(old)["kid"]))
+    auth.validate(fake_entra.app_token(s.client, resource=s.api, kid=jwt.get_unverified_header(old)["kid"]))
 
 
 def test_app_specific_keys(fake_entra: FakeEntra, make_auth: MakeAuth) -> None:
@@ -593,23 +567,7 @@ def test_cache_does_not_confuse_tokens(fake_entra: FakeEntra, auth: EntraAuth) -
 def test_single_flight_threads_initial_load(fake_entra: FakeEntra, auth: EntraAuth) -> None:
     s = fake_entra.quickstart()
     fake_entra.faults.latency("jwks", 0.05)
-    tokens = [fake_entra.app_token(s.client, resource=s.api) for _ in range(16)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(tokens))
-
-    def run(token: str) -> None:
-        barrier.wait()
-        try:
-            auth.validate(token)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(t,)) for t in tokens]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert not errors
+    validate_in_threads(auth, [fake_entra.app_token(s.client, resource=s.api) for _ in range(16)])
     assert fake_entra.request_count("jwks") == 1
 
 
@@ -618,23 +576,7 @@ def test_single_flight_threads_unknown_kid(fake_entra: FakeEntra, auth: EntraAut
     auth.validate(fake_entra.app_token(s.client, resource=s.api))
     fake_entra.rotate_keys()
     fake_entra.faults.latency("jwks", 0.05)
-    tokens = [fake_entra.app_token(s.client, resource=s.api) for _ in range(16)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(tokens))
-
-    def run(token: str) -> None:
-        barrier.wait()
-        try:
-            auth.validate(token)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(t,)) for t in tokens]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert not errors
+    validate_in_threads(auth, [fake_entra.app_token(s.client, resource=s.api) for _ in range(16)])
     assert fake_entra.request_count("jwks") == 2
 
 

@@ -7,62 +7,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from entra_mw import EntraAuth, EntraConfig, InsufficientScope, InvalidToken, Principal, Requirement
+from entra_mw import EntraAuth, InsufficientScope, InvalidToken, Principal, Requirement
 from entra_mw.asgi import EntraMiddleware
 from entra_mw.testing import FakeClock, FakeEntra
 from entra_mw.testing._keys import b64url, fresh_rsa_key
 from entra_mw.wsgi import EntraWSGIMiddleware
 
 from ..asgi._support import Result, drive, http_scope, recording_app
+from ._support import MakeAuth, good_claims, reason
 
-MakeAuth = Callable[..., EntraAuth]
 MSA_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
-
-
-@pytest.fixture
-def make_auth(fake_entra: FakeEntra, fake_clock: FakeClock) -> Iterator[MakeAuth]:
-    built: list[EntraAuth] = []
-
-    def make(*, transport: httpx2.BaseTransport | None = None, **overrides: Any) -> EntraAuth:
-        s = fake_entra.quickstart()
-        options: dict[str, Any] = {"tenant_id": s.tenant.tenant_id, "client_id": s.api.app_id}
-        options.update(overrides)
-        auth = EntraAuth(
-            EntraConfig(**options),
-            transport=transport or fake_entra.transport,
-            async_transport=fake_entra.async_transport,
-            clock=fake_clock,
-        )
-        built.append(auth)
-        return auth
-
-    yield make
-    for auth in built:
-        auth.close()
-
-
-@pytest.fixture
-def auth(make_auth: MakeAuth) -> EntraAuth:
-    return make_auth()
-
-
-def reason(auth: EntraAuth, token: Any) -> str:
-    with pytest.raises(InvalidToken) as info:
-        auth.validate(token)
-    assert info.value.status_code == 401
-    return info.value.reason
-
-
-def good_claims(fake: FakeEntra) -> dict[str, Any]:
-    s = fake.quickstart()
-    return fake.decode(fake.app_token(s.client, resource=s.api))
 
 
 def rewrite_jwks(fake: FakeEntra, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> httpx2.MockTransport:
@@ -145,7 +106,7 @@ def test_another_apps_signing_key_is_never_used(fake_entra: FakeEntra, make_auth
 def test_jwks_non_rsa_and_small_keys_are_skipped(fake_entra: FakeEntra, make_auth: MakeAuth) -> None:
     # A JWKS that (also) lists an EC key, a 1024-bit RSA key and an encryption key under kids a token can name:
     # none of them can ever verify a token.
-    small = _rsa(1024)
+    small = fresh_rsa_key(1024)
     numbers = small.public_key().public_numbers()
     ec_key = ec.generate_private_key(ec.SECP256R1())
     extra = [
@@ -519,9 +480,3 @@ def test_refusals_log_no_token(fake_entra: FakeEntra, auth: EntraAuth, caplog: p
             if len(piece) >= 16:
                 assert piece not in text
                 assert piece[:24] not in text
-
-
-def _rsa(bits: int) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
