@@ -21,7 +21,6 @@ always use ``authority_host``.
 from __future__ import annotations
 
 import datetime
-import importlib
 import json
 import random
 import secrets
@@ -36,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import anyio
 import httpx2
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .._clock import Clock, SystemClock
 from ._keys import (
@@ -48,6 +49,7 @@ from ._keys import (
 )
 from ._mint import EXCHANGE_AUDIENCE, MintRequest, build_claims, encode_jws, normalize_scopes
 from ._registry import (
+    TEMPLATE_TENANTS,
     AgentIdentity,
     AgentUser,
     App,
@@ -55,44 +57,44 @@ from ._registry import (
     ConsentGrant,
     FederatedCredential,
     Registry,
+    Secret,
     Tenant,
     User,
     new_id,
 )
+from ._token_endpoint import GRANTS, TokenEndpointState, handle_token_request
 
 if TYPE_CHECKING:
     from ._serve import ServedFakeEntra
 
 __all__ = ["ENDPOINTS", "FakeEntra", "FaultRule", "Faults", "Scenario"]
 
+_GRANT_NAMES: Final = {grant_type: f"token:{name}" for grant_type, name in GRANTS.items()}
+
 ENDPOINTS: Final = frozenset(
-    {
-        "instance_discovery",
-        "user_realm",
-        "openid_configuration",
-        "jwks",
-        "token",
-        "token:client_credentials",
-        "token:jwt_bearer",
-        "token:user_fic",
-        "token:refresh_token",
-        "token:password",
-    }
+    {"instance_discovery", "user_realm", "openid_configuration", "jwks", "token", *_GRANT_NAMES.values()}
 )
 """Endpoint names used by counters and faults (``"*"`` also matches every endpoint in faults)."""
 
-_GRANT_NAMES: Final = {
-    "client_credentials": "token:client_credentials",
-    "urn:ietf:params:oauth:grant-type:jwt-bearer": "token:jwt_bearer",
-    "user_fic": "token:user_fic",
-    "refresh_token": "token:refresh_token",
-    "password": "token:password",
-}
-
-_TEMPLATE_TENANTS: Final = frozenset({"common", "organizations"})
 _TENANTID: Final = "{tenantid}"
 _DISCOVERY_CACHE: Final = "max-age=86400, private"  # what Entra sends on metadata and keys
 _JSON: Final = "application/json; charset=utf-8"
+# openid-configuration ``claims_supported``: the shared head, then what each version adds.
+_CLAIMS_SUPPORTED: Final = (
+    "sub",
+    "iss",
+    "cloud_instance_name",
+    "cloud_instance_host_name",
+    "cloud_graph_host_name",
+    "msgraph_host",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "acr",
+)
+_CLAIMS_SUPPORTED_V1: Final = ("amr", "nonce", "email", "given_name", "family_name", "nickname")
+_CLAIMS_SUPPORTED_V2: Final = ("nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email")
 _PUBLIC_CLOUD_ALIASES: Final = (
     "login.microsoftonline.com",
     "login.windows.net",
@@ -296,18 +298,6 @@ class _AsyncTransport(httpx2.AsyncBaseTransport):
         return plan.respond()
 
 
-def _ref(obj: Tenant | str) -> str:
-    return obj.tenant_id if isinstance(obj, Tenant) else obj
-
-
-def _is_guid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 # -- FakeEntra ---------------------------------------------------------------------------------------------
 
 
@@ -342,6 +332,7 @@ class FakeEntra:
         self._app_keys: dict[str, list[SigningKey]] = {}
         self._known: dict[str, SigningKey] = {first.kid: first}  # every key ever made, for sign(kid=...)
         self._scenario: Scenario | None = None
+        self._token_state = TokenEndpointState()  # refresh tokens and external OIDC issuers
         self._served: list[ServedFakeEntra] = []
         self._transport: _Transport | None = None
         self._async_transport: _AsyncTransport | None = None
@@ -447,8 +438,6 @@ class FakeEntra:
 
     def add_secret(self, app: App, value: str | None = None, *, expires_at: float | None = None) -> str:
         """Add a client secret (Entra-looking when generated) and return its value."""
-        from ._registry import Secret
-
         if value is None:
             value = f"{secrets.token_urlsafe(3)[:3]}8Q~{secrets.token_urlsafe(30)[:37]}"
         with self.lock:
@@ -457,8 +446,6 @@ class FakeEntra:
 
     def add_certificate(self, app: App) -> tuple[bytes, bytes]:
         """Register a new self-signed certificate on ``app``; returns ``(private_key_pem, cert_pem)``."""
-        from cryptography.hazmat.primitives import serialization
-
         key = pooled_rsa_key("client-certificate")
         cert = self_signed_cert(key, f"CN={app.display_name}")
         x5t, x5t256 = thumbprints(cert)
@@ -755,10 +742,8 @@ class FakeEntra:
                     requested = [s for s in (requested or []) if not s.endswith(".default")] + list(consented)
                 scope_list = normalize_scopes(requested, res)
                 role_list = list(roles) if roles is not None else []
-            if res is None or fmi_path is not None:
-                ver = 2
-            else:
-                ver = version if version is not None else res.access_token_version
+            # The exchange audience (T1 included) is always v2.
+            ver = 2 if res is None else (version if version is not None else res.access_token_version)
             if ver not in (1, 2):
                 raise ValueError("version must be 1 or 2")
             if isinstance(client, AgentIdentity):
@@ -861,8 +846,6 @@ class FakeEntra:
             elif family == "HS":
                 key = self.signing_key().public_pem()
             elif family == "ES":
-                from cryptography.hazmat.primitives.asymmetric import ec
-
                 curve: ec.EllipticCurve = {"384": ec.SECP384R1(), "512": ec.SECP521R1()}.get(alg[2:], ec.SECP256R1())
                 key = ec.generate_private_key(curve)
         return encode_jws(header, payload, alg=alg, key=key, signature=signature)
@@ -981,12 +964,11 @@ class FakeEntra:
         suberror: str | None = None,
         claims: str | None = None,
         correlation_id: str | None = None,
-        error_uri: bool = True,
         headers: Mapping[str, str] | None = None,
     ) -> httpx2.Response:
         """An Entra error body (spec §5.2): ``error``, ``error_description`` with ``AADSTS{code}: {message}``
         and the trace lines, ``error_codes``, ``timestamp``, ``trace_id``, ``correlation_id`` (+
-        ``error_uri``, ``suberror``, ``claims`` when given). Sent with ``Cache-Control: no-store``."""
+        ``error_uri``; ``suberror``, ``claims`` when given). Sent with ``Cache-Control: no-store``."""
         trace_id = str(uuid.uuid4())
         corr = correlation_id or str(uuid.uuid4())
         stamp = datetime.datetime.fromtimestamp(self.clock.time(), datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -999,9 +981,8 @@ class FakeEntra:
             "timestamp": stamp,
             "trace_id": trace_id,
             "correlation_id": corr,
+            "error_uri": f"https://{self.authority_host}/error?code={code}",
         }
-        if error_uri:
-            body["error_uri"] = f"https://{self.authority_host}/error?code={code}"
         if suberror is not None:
             body["suberror"] = suberror
         if claims is not None:
@@ -1049,10 +1030,10 @@ class FakeEntra:
             hdrs.update(rule.headers)
             return httpx2.Response(status, headers=hdrs, content=rule.body)
         if status == 429:
-            error, code, text = "temporarily_unavailable", 50196, "The server is throttling requests (fault)."
+            code, text = 50196, "The server is throttling requests (fault)."
         else:
-            error, code, text = "temporarily_unavailable", 90033, "A transient error has occurred (fault)."
-        return self.error_response(status, error, code, text, headers=rule.headers)
+            code, text = 90033, "A transient error has occurred (fault)."
+        return self.error_response(status, "temporarily_unavailable", code, text, headers=rule.headers)
 
     @staticmethod
     def _peek_grant(request: httpx2.Request) -> str | None:
@@ -1082,7 +1063,7 @@ class FakeEntra:
         if n == 2 and low == ["discovery", "keys"]:
             return "jwks", self._get_only(method, lambda: self._jwks(request, "common"))
         if (n == 4 and low[1:] == ["oauth2", "v2.0", "token"]) or (n == 3 and low[1:] == ["oauth2", "token"]):
-            return "token", lambda: self._token(request, segs[0])
+            return "token", lambda: handle_token_request(self, segs[0], request)
         return "other", lambda: self.json_response(
             {"error": "not_found", "error_description": "FakeEntra has no such endpoint."}, status=404
         )
@@ -1114,7 +1095,7 @@ class FakeEntra:
     def _resolve_segment(self, segment: str) -> tuple[str, str | None] | None:
         """``(path segment to use in URLs, tenant id or None for a template)``, or None if unknown."""
         low = segment.lower()
-        if low in _TEMPLATE_TENANTS:
+        if low in TEMPLATE_TENANTS:
             return low, None
         with self.lock:
             tenant = self.registry.tenant(segment)
@@ -1181,116 +1162,45 @@ class FakeEntra:
             return self._unknown_tenant(segment)
         seg, tid = resolved
         root = f"{self._base(request)}/{seg}"
+        oauth2 = f"{root}/oauth2" if v1 else f"{root}/oauth2/v2.0"
         appid = request.url.params.get("appid")
         query = f"?appid={urllib.parse.quote(appid, safe='')}" if appid else ""
+        # The v1 and v2 documents share most fields; the differences are kept in Entra's own field order.
+        doc: dict[str, Any] = {
+            "token_endpoint": f"{oauth2}/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": f"{root}/discovery/keys{query}" if v1 else f"{root}/discovery/v2.0/keys{query}",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
         if v1:
-            return self._discovery_json(
-                {
-                    "token_endpoint": f"{root}/oauth2/token",
-                    "token_endpoint_auth_methods_supported": [
-                        "client_secret_post",
-                        "private_key_jwt",
-                        "client_secret_basic",
-                    ],
-                    "jwks_uri": f"{root}/discovery/keys{query}",
-                    "response_modes_supported": ["query", "fragment", "form_post"],
-                    "subject_types_supported": ["pairwise"],
-                    "id_token_signing_alg_values_supported": ["RS256"],
-                    "response_types_supported": [
-                        "code",
-                        "id_token",
-                        "code id_token",
-                        "token id_token",
-                        "token",
-                    ],
-                    "scopes_supported": ["openid"],
-                    "issuer": f"https://sts.windows.net/{tid or _TENANTID}/",
-                    "microsoft_multi_refresh_token": True,
-                    "authorization_endpoint": f"{root}/oauth2/authorize",
-                    "device_authorization_endpoint": f"{root}/oauth2/devicecode",
-                    "http_logout_supported": True,
-                    "frontchannel_logout_supported": True,
-                    "end_session_endpoint": f"{root}/oauth2/logout",
-                    "claims_supported": [
-                        "sub",
-                        "iss",
-                        "cloud_instance_name",
-                        "cloud_instance_host_name",
-                        "cloud_graph_host_name",
-                        "msgraph_host",
-                        "aud",
-                        "exp",
-                        "iat",
-                        "auth_time",
-                        "acr",
-                        "amr",
-                        "nonce",
-                        "email",
-                        "given_name",
-                        "family_name",
-                        "nickname",
-                    ],
-                    "check_session_iframe": f"{root}/oauth2/checksession",
-                    "userinfo_endpoint": f"{root}/openid/userinfo",
-                    "kerberos_endpoint": f"{root}/kerberos",
-                    "tenant_region_scope": "NA" if tid else None,
-                    "cloud_instance_name": "microsoftonline.com",
-                    "cloud_graph_host_name": "graph.windows.net",
-                    "msgraph_host": "graph.microsoft.com",
-                    "rbac_url": "https://pas.windows.net",
-                }
-            )
-        return self._discovery_json(
-            {
-                "token_endpoint": f"{root}/oauth2/v2.0/token",
-                "token_endpoint_auth_methods_supported": [
-                    "client_secret_post",
-                    "private_key_jwt",
-                    "client_secret_basic",
-                ],
-                "jwks_uri": f"{root}/discovery/v2.0/keys{query}",
-                "response_modes_supported": ["query", "fragment", "form_post"],
-                "subject_types_supported": ["pairwise"],
-                "id_token_signing_alg_values_supported": ["RS256"],
-                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-                "scopes_supported": ["openid", "profile", "email", "offline_access"],
-                "issuer": self._v2_issuer(tid),
-                "request_uri_parameter_supported": False,
-                "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
-                "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
-                "device_authorization_endpoint": f"{root}/oauth2/v2.0/devicecode",
-                "http_logout_supported": True,
-                "frontchannel_logout_supported": True,
-                "end_session_endpoint": f"{root}/oauth2/v2.0/logout",
-                "claims_supported": [
-                    "sub",
-                    "iss",
-                    "cloud_instance_name",
-                    "cloud_instance_host_name",
-                    "cloud_graph_host_name",
-                    "msgraph_host",
-                    "aud",
-                    "exp",
-                    "iat",
-                    "auth_time",
-                    "acr",
-                    "nonce",
-                    "preferred_username",
-                    "name",
-                    "tid",
-                    "ver",
-                    "at_hash",
-                    "c_hash",
-                    "email",
-                ],
-                "kerberos_endpoint": f"{root}/kerberos",
-                "tenant_region_scope": "NA" if tid else None,
-                "cloud_instance_name": "microsoftonline.com",
-                "cloud_graph_host_name": "graph.windows.net",
-                "msgraph_host": "graph.microsoft.com",
-                "rbac_url": "https://pas.windows.net",
-            }
-        )
+            doc["response_types_supported"] = ["code", "id_token", "code id_token", "token id_token", "token"]
+            doc["scopes_supported"] = ["openid"]
+            doc["issuer"] = f"https://sts.windows.net/{tid or _TENANTID}/"
+            doc["microsoft_multi_refresh_token"] = True
+        else:
+            doc["response_types_supported"] = ["code", "id_token", "code id_token", "id_token token"]
+            doc["scopes_supported"] = ["openid", "profile", "email", "offline_access"]
+            doc["issuer"] = self._v2_issuer(tid)
+            doc["request_uri_parameter_supported"] = False
+            doc["userinfo_endpoint"] = "https://graph.microsoft.com/oidc/userinfo"
+        doc["authorization_endpoint"] = f"{oauth2}/authorize"
+        doc["device_authorization_endpoint"] = f"{oauth2}/devicecode"
+        doc["http_logout_supported"] = True
+        doc["frontchannel_logout_supported"] = True
+        doc["end_session_endpoint"] = f"{oauth2}/logout"
+        doc["claims_supported"] = [*_CLAIMS_SUPPORTED, *(_CLAIMS_SUPPORTED_V1 if v1 else _CLAIMS_SUPPORTED_V2)]
+        if v1:
+            doc["check_session_iframe"] = f"{root}/oauth2/checksession"
+            doc["userinfo_endpoint"] = f"{root}/openid/userinfo"
+        doc["kerberos_endpoint"] = f"{root}/kerberos"
+        doc["tenant_region_scope"] = "NA" if tid else None
+        doc["cloud_instance_name"] = "microsoftonline.com"
+        doc["cloud_graph_host_name"] = "graph.windows.net"
+        doc["msgraph_host"] = "graph.microsoft.com"
+        doc["rbac_url"] = "https://pas.windows.net"
+        return self._discovery_json(doc)
 
     def _jwks(self, request: httpx2.Request, segment: str) -> httpx2.Response:
         resolved = self._resolve_segment(segment)
@@ -1304,23 +1214,3 @@ class FakeEntra:
             # signed only with them); for any other app it is harmless and the tenant keys are served.
             keys = list(self._app_keys.get(appid) or self._keys)
         return self._discovery_json({"keys": [k.jwk(issuer) for k in keys]})
-
-    def _token(self, request: httpx2.Request, segment: str) -> httpx2.Response:
-        if request.method.upper() != "POST":
-            return self.error_response(
-                400,
-                "invalid_request",
-                900561,
-                f"The endpoint only accepts POST, OPTIONS requests. Received a {request.method[:16]} request.",
-            )
-        try:
-            module = importlib.import_module("._token_endpoint", __package__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}._token_endpoint":
-                raise
-            return self.json_response(
-                {"error": "not_implemented", "error_description": "The token endpoint is not available."},
-                status=501,
-            )
-        response: httpx2.Response = module.handle_token_request(self, segment, request)
-        return response

@@ -32,6 +32,7 @@ __all__ = [
     "new_signing_key",
     "pooled_rsa_key",
     "private_key_pem",
+    "rsa_jwk_numbers",
     "self_signed_cert",
     "thumbprints",
     "tls_material",
@@ -124,6 +125,15 @@ def self_signed_cert(
     return builder.sign(key, hashes.SHA256())
 
 
+def rsa_jwk_numbers(public_key: rsa.RSAPublicKey) -> tuple[str, str]:
+    """A JWK's ``(n, e)``: the modulus and exponent as unpadded big-endian base64url (RFC 7518 §6.3.1)."""
+    numbers = public_key.public_numbers()
+    return (
+        b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+        b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
+    )
+
+
 def thumbprints(cert: x509.Certificate) -> tuple[str, str]:
     """``(x5t, x5t#S256)``: base64url SHA-1 and SHA-256 of the certificate's DER."""
     der = cert.public_bytes(serialization.Encoding.DER)
@@ -148,17 +158,15 @@ class SigningKey:
 
     def jwk(self, issuer: str | None) -> dict[str, Any]:
         """The JWKS entry Entra serves: ``kty, use, kid, x5t, n, e, x5c, issuer`` (ED access-tokens.md)."""
-        numbers = self.public_key.public_numbers()
-        n = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
-        e = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
+        n, e = rsa_jwk_numbers(self.public_key)
         der = self.certificate.public_bytes(serialization.Encoding.DER)
         out: dict[str, Any] = {
             "kty": "RSA",
             "use": "sig",
             "kid": self.kid,
             "x5t": self.x5t,
-            "n": b64url(n),
-            "e": b64url(e),
+            "n": n,
+            "e": e,
             # x5c holds standard (not url-safe) base64 DER, RFC 7517 §4.7.
             "x5c": [base64.b64encode(der).decode("ascii")],
         }

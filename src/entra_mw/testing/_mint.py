@@ -24,6 +24,7 @@ from ._registry import AgentIdentity, AgentUser, App, User
 
 __all__ = [
     "EXCHANGE_AUDIENCE",
+    "OIDC_SCOPES",
     "MintRequest",
     "build_claims",
     "encode_jws",
@@ -34,8 +35,8 @@ __all__ = [
 EXCHANGE_AUDIENCE: Final = "api://AzureADTokenExchange"
 """The token-exchange resource: audience of T1/T2 and of FIC assertions (spec §3.2)."""
 
-# OIDC scopes never appear in an access token's ``scp``.
-_OIDC_SCOPES: Final = frozenset({"openid", "profile", "email", "offline_access"})
+OIDC_SCOPES: Final = frozenset({"openid", "profile", "email", "offline_access"})
+"""The OpenID Connect scopes: they shape the token response and never appear in an access token's ``scp``."""
 
 # Facet values (spec §3.7): 11 AgentIdentity, 13 AgentIDUser; 3 is a common companion facet in real tokens.
 _ACT_FCT: Final = "3 11"
@@ -74,7 +75,7 @@ def normalize_scopes(scopes: Iterable[str], resource: App | None) -> list[str]:
             if scope.lower().startswith(prefix.lower()):
                 name = scope[len(prefix) :]
                 break
-        if name in _OIDC_SCOPES or not name or name in out:
+        if name in OIDC_SCOPES or not name or name in out:
             continue
         out.append(name)
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = [
     "AgentIdentity",
@@ -23,6 +23,10 @@ __all__ = [
     "Tenant",
     "User",
 ]
+
+
+TEMPLATE_TENANTS: Final = frozenset({"common", "organizations"})
+"""Path segments standing for any work or school tenant (``consumers`` is not served: no personal accounts)."""
 
 
 def new_id() -> str:

@@ -48,27 +48,30 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ._keys import b64url, pooled_rsa_key
-from ._mint import EXCHANGE_AUDIENCE, encode_jws, fmi_subject, pairwise_sub
-from ._registry import AgentIdentity, AgentUser, App, Certificate, Tenant, User
+from .._clock import Clock
+from ._keys import b64url, b64url_decode, pooled_rsa_key, rsa_jwk_numbers
+from ._mint import EXCHANGE_AUDIENCE, OIDC_SCOPES, encode_jws, fmi_subject, pairwise_sub
+from ._registry import TEMPLATE_TENANTS, AgentIdentity, AgentUser, App, Certificate, Tenant, User
 
 if TYPE_CHECKING:
+    from jwt.types import Options
+
     from ._fake import FakeEntra
 
-__all__ = ["FakeOidcIssuer", "fake_oidc_issuer", "handle_token_request"]
+__all__ = ["GRANTS", "FakeOidcIssuer", "TokenEndpointState", "fake_oidc_issuer", "handle_token_request"]
 
 _ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _GRANT_JWT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _GRANT_TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
-_GRANTS: Final = {
+GRANTS: Final = {
     "client_credentials": "client_credentials",
     _GRANT_JWT: "jwt_bearer",
     "user_fic": "user_fic",
     "refresh_token": "refresh_token",
     "password": "password",
 }
-_OIDC_SCOPES: Final = frozenset({"openid", "profile", "email", "offline_access"})
-_META_TENANTS: Final = frozenset({"common", "organizations"})
+"""``grant_type`` → the grant's name (counted as ``token:{name}``)."""
+_RSA_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _GRAPH: Final = "https://graph.microsoft.com"
 _MAX_BODY: Final = 1 << 20
 _MAX_TOKEN: Final = 64 * 1024
@@ -91,8 +94,7 @@ _B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 
 
 class _OAuthError(Exception):
-    """An Entra error answer: AADSTS code, OAuth ``error``, text, HTTP status and optional extras (spec "
-    "§5.2)."""
+    """An Entra error answer: AADSTS code, OAuth ``error``, text, HTTP status and optional extras (spec §5.2)."""
 
     def __init__(
         self,
@@ -157,25 +159,11 @@ class _RefreshRecord:
 
 
 @dataclass(eq=False, slots=True)
-class _State:
+class TokenEndpointState:
+    """What the token endpoint remembers, owned by one FakeEntra (each fake has its own)."""
+
     refresh_tokens: dict[str, _RefreshRecord] = field(default_factory=dict)
     oidc_issuers: dict[str, FakeOidcIssuer] = field(default_factory=dict)
-
-
-_STATE_ATTR: Final = "_token_endpoint_state"
-
-
-def _state(fake: FakeEntra) -> _State:
-    # Kept on the FakeEntra instance (never module-level): each fake has its own refresh tokens and issuers.
-    found = getattr(fake, _STATE_ATTR, None)
-    if isinstance(found, _State):
-        return found
-    with fake.lock:
-        found = getattr(fake, _STATE_ATTR, None)
-        if not isinstance(found, _State):
-            found = _State()
-            setattr(fake, _STATE_ATTR, found)
-        return found
 
 
 # -- external OIDC issuers -----------------------------------------------------------------------------------
@@ -194,7 +182,7 @@ class FakeOidcIssuer:
 
     __slots__ = ("_clock", "_key", "issuer", "kid")
 
-    def __init__(self, issuer: str, *, key: rsa.RSAPrivateKey, clock: Any) -> None:
+    def __init__(self, issuer: str, *, key: rsa.RSAPrivateKey, clock: Clock) -> None:
         self.issuer = issuer
         self._key = key
         self._clock = clock
@@ -207,10 +195,8 @@ class FakeOidcIssuer:
 
     def jwks(self) -> dict[str, Any]:
         """The issuer's JWKS document (``{"keys": [...]}``)."""
-        numbers = self.public_key.public_numbers()
-        n = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
-        e = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
-        return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": b64url(n), "e": b64url(e)}]}
+        n, e = rsa_jwk_numbers(self.public_key)
+        return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": n, "e": e}]}
 
     def mint(
         self,
@@ -256,12 +242,12 @@ def fake_oidc_issuer(fake: FakeEntra, issuer_url: str) -> FakeOidcIssuer:
         k8s = fake_oidc_issuer(fake, "https://kubernetes.default.svc.cluster.local")
         token = k8s.mint("system:serviceaccount:agents:weather", "api://AzureADTokenExchange")
     """
-    state = _state(fake)
+    issuers = fake._token_state.oidc_issuers
     with fake.lock:
-        found = state.oidc_issuers.get(issuer_url)
+        found = issuers.get(issuer_url)
         if found is None:
             found = FakeOidcIssuer(issuer_url, key=pooled_rsa_key("oidc-issuer"), clock=fake.clock)
-            state.oidc_issuers[issuer_url] = found
+            issuers[issuer_url] = found
         return found
 
 
@@ -271,7 +257,7 @@ def fake_oidc_issuer(fake: FakeEntra, issuer_url: str) -> FakeOidcIssuer:
 def _b64url_decode(text: str) -> bytes:
     if not _B64URL.match(text):
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return b64url_decode(text)
 
 
 def _peek_jwt(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -329,14 +315,9 @@ def _timestamp(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
 
 
-def _host(fake: FakeEntra) -> str:
-    host = fake.authority_host
-    return host.split("://", 1)[1].rstrip("/") if "://" in host else host.rstrip("/")
-
-
 def _entra_issuer_tenant(fake: FakeEntra, iss: str) -> str | None:
     """The tenant id when ``iss`` is one of this FakeEntra's issuers (v2 or v1 form), else ``None``."""
-    v2 = f"https://{_host(fake)}/"
+    v2 = f"https://{fake.authority_host}/"
     if iss.startswith(v2) and iss.endswith("/v2.0"):
         return iss[len(v2) : -len("/v2.0")] or None
     v1 = "https://sts.windows.net/"
@@ -355,7 +336,6 @@ class _Ctx:
     segment: str
     tenant: Tenant | None  # None for common/organizations until a grant resolves it
     params: dict[str, str]
-    v1: bool
     now: float
 
     def get(self, name: str) -> str | None:
@@ -413,57 +393,35 @@ def handle_token_request(fake: FakeEntra, tenant_segment: str, request: httpx2.R
 
         response = handle_token_request(fake, tenant_id, httpx2.Request("POST", url, data={...}))
     """
-    trace_id = str(uuid.uuid4())
     cid_header = request.headers.get("client-request-id", "")
     correlation_id = cid_header if _SAFE_CORRELATION.match(cid_header) else str(uuid.uuid4())
+    headers = {"client-request-id": correlation_id}
     with fake.lock:
-        now = fake.clock.time()
         try:
-            body = _handle(fake, tenant_segment, request, now)
-            status = 200
+            body = _handle(fake, tenant_segment, request, fake.clock.time())
         except _OAuthError as err:
-            status = err.status
-            body = _error_body(fake, err, now, trace_id, correlation_id)
-    headers = {
-        "Cache-Control": "no-store, no-cache",
-        "Pragma": "no-cache",
-        "x-ms-request-id": trace_id,
-        "x-ms-ests-server": "2.1.20000.5 - FakeEntra",
-        "client-request-id": correlation_id,
-    }
-    return httpx2.Response(status, json=body, headers=headers)
-
-
-def _error_body(fake: FakeEntra, err: _OAuthError, now: float, trace_id: str, correlation_id: str) -> dict[str, Any]:
-    stamp = _timestamp(now)
-    body: dict[str, Any] = {
-        "error": err.error,
-        "error_description": (
-            f"AADSTS{err.code}: {err.text}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\n"
-            f"Timestamp: {stamp}"
-        ),
-        "error_codes": [err.code],
-        "timestamp": stamp,
-        "trace_id": trace_id,
-        "correlation_id": correlation_id,
-        "error_uri": f"https://{_host(fake)}/error?code={err.code}",
-    }
-    if err.suberror is not None:
-        body["suberror"] = err.suberror
-    if err.claims is not None:
-        body["claims"] = err.claims
-    return body
+            return fake.error_response(
+                err.status,
+                err.error,
+                err.code,
+                err.text,
+                suberror=err.suberror,
+                claims=err.claims,
+                correlation_id=correlation_id,
+                headers=headers,
+            )
+    headers.update({"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+    return fake.json_response(body, headers=headers)
 
 
 def _handle(fake: FakeEntra, segment: str, request: httpx2.Request, now: float) -> dict[str, Any]:
     if request.method != "POST":
         raise _invalid_request(
             900561,
-            f"The endpoint only accepts POST, OPTIONS requests. Received a {request.method[:10]} request.",
+            f"The endpoint only accepts POST, OPTIONS requests. Received a {request.method[:16]} request.",
         )
-    seg = segment.lower()
     tenant: Tenant | None = None
-    if seg not in _META_TENANTS:
+    if segment.lower() not in TEMPLATE_TENANTS:
         tenant = fake.registry.tenant(segment) if len(segment) <= 256 else None
         if tenant is None:
             raise _invalid_request(
@@ -474,7 +432,7 @@ def _handle(fake: FakeEntra, segment: str, request: httpx2.Request, now: float) 
             )
     params = _parse_body(request)
     v1 = request.url.path.rstrip("/").endswith("/oauth2/token")
-    ctx = _Ctx(fake=fake, request=request, segment=segment, tenant=tenant, params=params, v1=v1, now=now)
+    ctx = _Ctx(fake=fake, request=request, segment=segment, tenant=tenant, params=params, now=now)
     if v1 and ctx.get("resource") and not ctx.get("scope"):
         # v1 names a resource, not scopes; its token carries every permission granted for that resource.
         ctx.params["scope"] = ctx.require("resource").rstrip("/") + "/.default"
@@ -485,7 +443,7 @@ def _handle(fake: FakeEntra, segment: str, request: httpx2.Request, now: float) 
             "unsupported_grant_type",
             "The token-exchange grant is not supported; use client_credentials with fmi_path.",
         )
-    name = _GRANTS.get(grant)
+    name = GRANTS.get(grant)
     if name is None:
         raise _OAuthError(
             70003, "unsupported_grant_type", f"The app requested an unsupported grant type '{grant[:80]}'."
@@ -524,7 +482,6 @@ def _v1_shape(ctx: _Ctx, result: dict[str, Any]) -> dict[str, Any]:
 class _Client:
     record: App | AgentIdentity
     confidential: bool
-    method: str  # "secret", "certificate", "federated", "agent_t1", "none"
 
     @property
     def app_id(self) -> str:
@@ -602,14 +559,14 @@ def _authenticate(ctx: _Ctx, *, required: bool, grant: str) -> _Client:
             raise _missing("client_assertion_type")
         if atype != _ASSERTION_TYPE:
             raise _malformed("The client_assertion_type is not supported.")
-        method = _check_assertion(ctx, record, assertion)
-        return _Client(record=record, confidential=True, method=method)
+        _check_assertion(ctx, record, assertion)
+        return _Client(record=record, confidential=True)
     if ctx.get("client_assertion_type") is not None:
         raise _missing("client_assertion")
     value = secret if secret is not None else body_secret
     if value is not None:
         _check_secret(ctx, record, value)
-        return _Client(record=record, confidential=True, method="secret")
+        return _Client(record=record, confidential=True)
     if required:
         if grant == "client_credentials":
             raise _invalid_client(
@@ -620,7 +577,7 @@ def _authenticate(ctx: _Ctx, *, required: bool, grant: str) -> _Client:
             7000218,
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
         )
-    return _Client(record=record, confidential=False, method="none")
+    return _Client(record=record, confidential=False)
 
 
 def _check_secret(ctx: _Ctx, record: App | AgentIdentity, value: str) -> None:
@@ -641,7 +598,7 @@ def _check_secret(ctx: _Ctx, record: App | AgentIdentity, value: str) -> None:
     )
 
 
-def _check_assertion(ctx: _Ctx, record: App | AgentIdentity, assertion: str) -> str:
+def _check_assertion(ctx: _Ctx, record: App | AgentIdentity, assertion: str) -> None:
     peeked = _peek_jwt(assertion)
     if peeked is None:
         raise _invalid_client(50027, "JWT token is invalid or malformed.")
@@ -652,19 +609,18 @@ def _check_assertion(ctx: _Ctx, record: App | AgentIdentity, assertion: str) -> 
                 700027, "Client assertion failed signature validation. [Reason - The key was not found.]"
             )
         _check_certificate_assertion(ctx, record, assertion, header, payload)
-        return "certificate"
+        return
     iss = _str_claim(payload, "iss")
     if _entra_issuer_tenant(ctx.fake, iss) is not None:
         if isinstance(record, AgentIdentity):
             _check_t1(ctx, record, assertion)
-            return "agent_t1"
-        _check_entra_fic(ctx, record, assertion, payload)
-        return "federated"
+        else:
+            _match_fic(record, _verified_entra_fic(ctx, assertion))
+        return
     if isinstance(record, AgentIdentity):
         # Agent identities hold no credentials of their own, federated ones included (spec §3.1).
         raise _fic_issuer_mismatch(iss)
     _check_external_fic(ctx, record, assertion, header, payload)
-    return "federated"
 
 
 def _time_ok(payload: Mapping[str, Any], now: float, skew: float) -> bool:
@@ -687,7 +643,7 @@ def _assertion_time_error(payload: Mapping[str, Any], now: float) -> _OAuthError
 
 
 def _token_endpoints(ctx: _Ctx) -> set[str]:
-    host = _host(ctx.fake)
+    host = ctx.fake.authority_host
     url = ctx.request.url
     own = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{url.path}"
     names = {ctx.segment}
@@ -699,6 +655,26 @@ def _token_endpoints(ctx: _Ctx) -> set[str]:
             out.add(f"https://{host}/{name}/{path}".lower())
             out.add(f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}/{name}/{path}".lower())
     return out
+
+
+def _assertion_alg(header: Mapping[str, Any]) -> str:
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in _RSA_ALGS:
+        raise _invalid_client(
+            700027,
+            "Client assertion failed signature validation. [Reason - The signature algorithm is not supported.]",
+        )
+    return alg
+
+
+def _verify_assertion_signature(assertion: str, key: Any, alg: str, options: Options) -> None:
+    try:
+        jwt.decode(assertion, key=key, algorithms=[alg], options=options)
+    except jwt.PyJWTError as exc:
+        raise _invalid_client(
+            700027,
+            "Client assertion failed signature validation. [Reason - The provided signature value did not match.]",
+        ) from exc
 
 
 def _find_certificate(app: App, header: Mapping[str, Any]) -> Certificate | None:
@@ -728,12 +704,7 @@ def _find_certificate(app: App, header: Mapping[str, Any]) -> Certificate | None
 def _check_certificate_assertion(
     ctx: _Ctx, app: App, assertion: str, header: Mapping[str, Any], payload: Mapping[str, Any]
 ) -> None:
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in {"RS256", "PS256", "RS384", "PS384", "RS512", "PS512"}:
-        raise _invalid_client(
-            700027,
-            "Client assertion failed signature validation. [Reason - The signature algorithm is not supported.]",
-        )
+    alg = _assertion_alg(header)
     cert = _find_certificate(app, header)
     if cert is None:
         thumb = header.get("x5t#S256") or header.get("x5t") or ""
@@ -747,27 +718,21 @@ def _check_certificate_assertion(
         public_key = x509.load_pem_x509_certificate(cert.pem).public_key()
     except ValueError as exc:  # pragma: no cover - registered certificates are built by FakeEntra
         raise _invalid_client(700027, "Client assertion failed signature validation.") from exc
-    try:
-        jwt.decode(
-            assertion,
-            key=public_key,  # type: ignore[arg-type]
-            algorithms=[str(alg)],
-            options={
-                "verify_signature": True,
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-                "verify_aud": False,
-                "verify_iss": False,
-                "verify_sub": False,
-                "verify_jti": False,
-            },
-        )
-    except jwt.PyJWTError as exc:
-        raise _invalid_client(
-            700027,
-            "Client assertion failed signature validation. [Reason - The provided signature value did not match.]",
-        ) from exc
+    _verify_assertion_signature(
+        assertion,
+        public_key,
+        alg,
+        # Claims are checked below, each with its own AADSTS code.
+        {
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_aud": False,
+            "verify_iss": False,
+            "verify_sub": False,
+            "verify_jti": False,
+        },
+    )
     if (
         _str_claim(payload, "iss").lower() != app.app_id.lower()
         or _str_claim(payload, "sub").lower() != app.app_id.lower()
@@ -825,30 +790,18 @@ def _check_external_fic(
 ) -> None:
     _match_fic(app, payload)
     iss = _str_claim(payload, "iss")
-    issuer = _state(ctx.fake).oidc_issuers.get(iss)
+    issuer = ctx.fake._token_state.oidc_issuers.get(iss)
     if issuer is None:
         raise _invalid_client(
             50166,
             f"Request to External OIDC endpoint failed. Unable to retrieve the signing keys of issuer '{iss[:200]}'.",
         )
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}:
-        raise _invalid_client(
-            700027,
-            "Client assertion failed signature validation. [Reason - The signature algorithm is not supported.]",
-        )
-    try:
-        jwt.decode(
-            assertion,
-            key=issuer.public_key,
-            algorithms=[str(alg)],
-            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False},
-        )
-    except jwt.PyJWTError as exc:
-        raise _invalid_client(
-            700027,
-            "Client assertion failed signature validation. [Reason - The provided signature value did not match.]",
-        ) from exc
+    _verify_assertion_signature(
+        assertion,
+        issuer.public_key,
+        _assertion_alg(header),
+        {"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False},
+    )
     if not _time_ok(payload, ctx.now, _ASSERTION_SKEW):
         raise _assertion_time_error(payload, ctx.now)
 
@@ -868,7 +821,8 @@ def _verify_entra(ctx: _Ctx, token: str) -> dict[str, Any] | None:
     return dict(claims)
 
 
-def _check_t1(ctx: _Ctx, agent: AgentIdentity, assertion: str) -> None:
+def _verified_entra_fic(ctx: _Ctx, assertion: str) -> dict[str, Any]:
+    """The claims of an Entra-issued client assertion: this fake's signature, in its lifetime, app-only."""
     claims = _verify_entra(ctx, assertion)
     if claims is None:
         raise _invalid_client(700027, "Client assertion failed signature validation.")
@@ -879,6 +833,11 @@ def _check_t1(ctx: _Ctx, agent: AgentIdentity, assertion: str) -> None:
             700229,
             "ForbiddenTokenType: Only app-only tokens can be used as Federated Identity Credentials for AAD issuer.",
         )
+    return claims
+
+
+def _check_t1(ctx: _Ctx, agent: AgentIdentity, assertion: str) -> None:
+    claims = _verified_entra_fic(ctx, assertion)
     iss = _str_claim(claims, "iss")
     if EXCHANGE_AUDIENCE.lower() not in {a.lower() for a in _audiences(claims)}:
         raise _invalid_client(
@@ -902,20 +861,6 @@ def _check_t1(ctx: _Ctx, agent: AgentIdentity, assertion: str) -> None:
             "to the "
             "agent identity's client id.",
         )
-
-
-def _check_entra_fic(ctx: _Ctx, app: App, assertion: str, payload: Mapping[str, Any]) -> None:
-    claims = _verify_entra(ctx, assertion)
-    if claims is None:
-        raise _invalid_client(700027, "Client assertion failed signature validation.")
-    if not _time_ok(claims, ctx.now, 0):
-        raise _assertion_time_error(claims, ctx.now)
-    if not _is_app_only(claims):
-        raise _invalid_client(
-            700229,
-            "ForbiddenTokenType: Only app-only tokens can be used as Federated Identity Credentials for AAD issuer.",
-        )
-    _match_fic(app, claims)
 
 
 # -- scopes and resources ------------------------------------------------------------------------------------
@@ -961,8 +906,8 @@ def _parse_scopes(ctx: _Ctx, raw: str) -> _Scopes:
     for item in raw.split():
         if item not in items:
             items.append(item)
-    oidc = frozenset(i.lower() for i in items if i.lower() in _OIDC_SCOPES)
-    rest = [i for i in items if i.lower() not in _OIDC_SCOPES]
+    oidc = frozenset(i.lower() for i in items if i.lower() in OIDC_SCOPES)
+    rest = [i for i in items if i.lower() not in OIDC_SCOPES]
     grouped: dict[str, list[str]] = {}
     for item in rest:
         if "/" in item:
@@ -1026,7 +971,7 @@ def _id_token(ctx: _Ctx, user: User | AgentUser, client_id: str, tid: str) -> st
     now = int(ctx.now)
     claims: dict[str, Any] = {
         "aud": client_id,
-        "iss": f"https://{_host(ctx.fake)}/{tid}/v2.0",
+        "iss": f"https://{ctx.fake.authority_host}/{tid}/v2.0",
         "iat": now,
         "nbf": now,
         "exp": now + _ID_TOKEN_LIFETIME,
@@ -1047,13 +992,17 @@ def _user_response(
     *,
     client: _Client,
     user: User | AgentUser,
-    resource: App,
-    prefix: str,
-    scopes: tuple[str, ...],
-    oidc: frozenset[str],
-    tid: str,
+    parsed: _Scopes,
+    require_consent: bool = True,
     amr: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """A delegated grant's answer: ``user``'s token for the scopes ``parsed`` asks (see :func:`_delegated`)."""
+    resource, scopes = _delegated(
+        ctx, client_id=client.app_id, user_oid=user.object_id, parsed=parsed, require_consent=require_consent
+    )
+    tid = ctx.tenant_id
+    oidc = parsed.oidc
+    prefix = parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id)
     extra: dict[str, Any] = {"amr": list(amr)} if amr else {}
     token = ctx.fake.issue_token(
         tenant=tid,
@@ -1068,7 +1017,7 @@ def _user_response(
     body["scope"] = " ".join(granted + sorted(o for o in oidc if o != "offline_access"))
     if "offline_access" in oidc:
         rt = b64url(secrets.token_bytes(48))
-        _state(ctx.fake).refresh_tokens[rt] = _RefreshRecord(
+        ctx.fake._token_state.refresh_tokens[rt] = _RefreshRecord(
             tenant_id=tid,
             client_id=client.app_id,
             user_oid=user.object_id,
@@ -1091,8 +1040,7 @@ def _user_response(
 def _delegated(
     ctx: _Ctx, *, client_id: str, user_oid: str, parsed: _Scopes, require_consent: bool = True
 ) -> tuple[App, tuple[str, ...]]:
-    """The resource and the scopes granted for a delegated request (consent enforced; spec §5.3 "
-    "AADSTS65001)."""
+    """The resource and the scopes granted for a delegated request (consent enforced; spec §5.3 AADSTS65001)."""
     resource = parsed.resource
     if resource is None:
         graph = ctx.fake.registry.app_by_identifier(_GRAPH)
@@ -1203,17 +1151,9 @@ def _client_credentials(ctx: _Ctx) -> dict[str, Any]:
             )
         # T1 for an agent in another tenant is still issued here; the next leg refuses it (AADSTS700211, spec
         # §3.1).
-        token = ctx.fake.issue_token(
-            tenant=ctx.tenant_id, resource=EXCHANGE_AUDIENCE, client=record, fmi_path=agent.app_id
-        )
-        return _app_response(token, ctx.now)
-    if isinstance(resource, str):
-        token = ctx.fake.issue_token(tenant=ctx.tenant_id, resource=resource, client=record)
-        return _app_response(token, ctx.now)
-    roles = sorted(
-        record.granted_roles.get(resource.app_id.lower(), record.granted_roles.get(resource.app_id, frozenset()))
-    )
-    token = ctx.fake.issue_token(tenant=ctx.tenant_id, resource=resource, client=record, roles=roles)
+        fmi_path = agent.app_id
+    # An app token's roles are the client's grants on the resource (issue_token's default).
+    token = ctx.fake.issue_token(tenant=ctx.tenant_id, resource=resource, client=record, fmi_path=fmi_path)
     return _app_response(token, ctx.now)
 
 
@@ -1257,12 +1197,12 @@ def _on_behalf_of(ctx: _Ctx) -> dict[str, Any]:
             7000114, f"Application '{client.app_id}' is not allowed to make application on-behalf-of calls."
         )
     record = client.record
+    auds = {a.lower().rstrip("/") for a in _audiences(claims)}
     if isinstance(record, AgentIdentity):
         expected = ctx.fake.registry.app(record.blueprint_app_id)
         expected_ids = {record.blueprint_app_id.lower()}
         if expected is not None:
             expected_ids |= {u.lower().rstrip("/") for u in expected.identifier_uris}
-        auds = {a.lower().rstrip("/") for a in _audiences(claims)}
         if not auds & expected_ids:
             raise _invalid_grant(
                 50013,
@@ -1272,7 +1212,6 @@ def _on_behalf_of(ctx: _Ctx) -> dict[str, Any]:
             )
     else:
         expected_ids = {record.app_id.lower()} | {u.lower().rstrip("/") for u in record.identifier_uris}
-        auds = {a.lower().rstrip("/") for a in _audiences(claims)}
         if not auds & expected_ids:
             shown = next(iter(_audiences(claims)), "")[:200]
             raise _invalid_grant(
@@ -1294,20 +1233,9 @@ def _on_behalf_of(ctx: _Ctx) -> dict[str, Any]:
     if isinstance(user, User) and user.mfa_required and not _mfa_satisfied(ctx, claims.get("amr")):
         raise _mfa_error(50079)
     parsed = _parse_scopes(ctx, ctx.require("scope"))
-    resource, granted = _delegated(ctx, client_id=client.app_id, user_oid=user.object_id, parsed=parsed)
     amr_claim = claims.get("amr")
     amr = tuple(a for a in amr_claim if isinstance(a, str)) if isinstance(amr_claim, list) else ()
-    return _user_response(
-        ctx,
-        client=client,
-        user=user,
-        resource=resource,
-        prefix=parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
-        scopes=granted,
-        oidc=parsed.oidc,
-        tid=ctx.tenant_id,
-        amr=amr,
-    )
+    return _user_response(ctx, client=client, user=user, parsed=parsed, amr=amr)
 
 
 def _user_fic(ctx: _Ctx) -> dict[str, Any]:
@@ -1365,24 +1293,12 @@ def _user_fic(ctx: _Ctx) -> dict[str, Any]:
             50013,
             f"The agent user is not associated with agent identity '{record.app_id}' (identityParentId).",
         )
-    parsed = _parse_scopes(ctx, ctx.require("scope"))
-    resource, granted = _delegated(ctx, client_id=record.app_id, user_oid=agent_user.object_id, parsed=parsed)
-    return _user_response(
-        ctx,
-        client=client,
-        user=agent_user,
-        resource=resource,
-        prefix=parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
-        scopes=granted,
-        oidc=parsed.oidc,
-        tid=ctx.tenant_id,
-    )
+    return _user_response(ctx, client=client, user=agent_user, parsed=_parse_scopes(ctx, ctx.require("scope")))
 
 
 def _refresh_token(ctx: _Ctx) -> dict[str, Any]:
     value = ctx.require("refresh_token")
-    state = _state(ctx.fake)
-    record = state.refresh_tokens.get(value)
+    record = ctx.fake._token_state.refresh_tokens.get(value)
     if record is None:
         raise _invalid_grant(70000, "Provided grant is invalid or malformed.")
     if record.expires_at <= ctx.now:
@@ -1417,30 +1333,15 @@ def _refresh_token(ctx: _Ctx) -> dict[str, Any]:
         resource = ctx.fake.registry.app(record.resource_app_id)
         if resource is None:
             raise _invalid_grant(70000, "Provided grant is invalid or malformed.")
-        prefix = resource.identifier_uris[0] if resource.identifier_uris else resource.app_id
-        parsed = _Scopes(resource=resource, prefix=prefix, names=record.scopes, oidc=record.oidc)
+        parsed = _Scopes(resource=resource, prefix="", names=record.scopes, oidc=record.oidc)
     else:
         parsed = _parse_scopes(ctx, raw)
-    resource, granted = _delegated(
-        ctx,
-        client_id=record.client_id,
-        user_oid=record.user_oid,
-        parsed=parsed,
-        require_consent=record.confidential,
+    body = _user_response(
+        ctx, client=client, user=user, parsed=parsed, require_consent=record.confidential, amr=record.amr
     )
     # Entra rotates refresh tokens but keeps the old one valid until it expires.
     record.expires_at = max(record.expires_at, ctx.now + _REFRESH_TOKEN_LIFETIME)
-    return _user_response(
-        ctx,
-        client=client,
-        user=user,
-        resource=resource,
-        prefix=parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
-        scopes=granted,
-        oidc=parsed.oidc,
-        tid=ctx.tenant_id,
-        amr=record.amr,
-    )
+    return body
 
 
 def _password(ctx: _Ctx) -> dict[str, Any]:
@@ -1472,21 +1373,4 @@ def _password(ctx: _Ctx) -> dict[str, Any]:
             raise _mfa_error(50076)
         amr = ("pwd", "mfa")
     parsed = _parse_scopes(ctx, ctx.get("scope") or "openid profile offline_access")
-    resource, granted = _delegated(
-        ctx,
-        client_id=client.app_id,
-        user_oid=user.object_id,
-        parsed=parsed,
-        require_consent=client.confidential,
-    )
-    return _user_response(
-        ctx,
-        client=client,
-        user=user,
-        resource=resource,
-        prefix=parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id),
-        scopes=granted,
-        oidc=parsed.oidc,
-        tid=ctx.tenant_id,
-        amr=amr,
-    )
+    return _user_response(ctx, client=client, user=user, parsed=parsed, require_consent=client.confidential, amr=amr)
