@@ -40,7 +40,16 @@ from urllib.parse import quote, unquote
 
 import httpx2
 
-from ._acquisition._types import AccessToken, Flow, TokenRequest, caller_digest, l1_prefix, request_key, scope_set
+from ._acquisition._types import (
+    OIDC_SCOPES,
+    AccessToken,
+    Flow,
+    TokenRequest,
+    caller_digest,
+    l1_prefix,
+    request_key,
+    scope_set,
+)
 from ._config import _DOMAIN, META_TENANTS, DownstreamApi, _is_guid, sequence_of
 from ._principal import Principal
 from .errors import ConfigurationError, DownstreamCallError, DownstreamRequestError
@@ -77,8 +86,6 @@ RESERVED_HEADERS: Final = frozenset(
 )
 RESERVED_HEADER_PREFIXES: Final = ("sec-", "proxy-", "x-ms-token-")
 
-#: Scopes MSAL adds itself to delegated requests and refuses to be given (spec §3.8 "Scope decoration").
-_OIDC_SCOPES: Final = frozenset({"openid", "profile", "offline_access"})
 _DEFAULT_SUFFIX: Final = "/.default"
 _METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 # RFC 9110 §5.6.2 token characters: a header name is a token.
@@ -320,7 +327,7 @@ def _normalized_scopes(wanted: tuple[str, ...], app_path: bool) -> tuple[tuple[s
         # The app path uses only the first scope, which must be a resource's '/.default' (IDW10404, §1.4).
         first = wanted[0]
         return ((first,), scope_set((first,))) if first.endswith(_DEFAULT_SUFFIX) else None
-    normalized = tuple(sorted({s for s in wanted if s.lower() not in _OIDC_SCOPES}))
+    normalized = tuple(sorted({s for s in wanted if s.lower() not in OIDC_SCOPES}))
     return (normalized, scope_set(normalized)) if normalized else None
 
 
@@ -346,7 +353,6 @@ class _Call:
     headers: dict[str, str]
     content: bytes | None
     json: Any
-    has_json: bool
     timeout: float
     max_bytes: int
     api: str
@@ -595,27 +601,23 @@ class Downstream:
         scheme = "Bearer" if token.token_type.lower() == "bearer" else token.token_type
         return f"{scheme} {token.token}"
 
-    # The acquirer is reached through a closure so a cache hit never builds it (and never imports MSAL).
     def _fetch(self, req: TokenRequest) -> AccessToken:
-        auth = self._auth
-
-        def fetch(request: TokenRequest) -> AccessToken:
-            logger.debug("token request flow=%s tenant=%s agent=%s", request.flow, request.tenant, request.agent_id)
-            got: AccessToken = auth.acquirer.fetch(request)
-            return got
-
-        token: AccessToken = auth.token_cache.get_or_fetch(req, fetch)
+        token: AccessToken = self._auth.token_cache.get_or_fetch(req, self._acquire)
         return token
 
     async def _afetch(self, req: TokenRequest) -> AccessToken:
-        auth = self._auth
+        token: AccessToken = await self._auth.token_cache.aget_or_fetch(req, self._aacquire)
+        return token
 
-        async def afetch(request: TokenRequest) -> AccessToken:
-            logger.debug("token request flow=%s tenant=%s agent=%s", request.flow, request.tenant, request.agent_id)
-            got: AccessToken = await auth.acquirer.afetch(request)
-            return got
+    # The cache calls these only on a miss, so a hit never builds the acquirer (and never imports MSAL).
+    def _acquire(self, req: TokenRequest) -> AccessToken:
+        logger.debug("token request flow=%s tenant=%s agent=%s", req.flow, req.tenant, req.agent_id)
+        token: AccessToken = self._auth.acquirer.fetch(req)
+        return token
 
-        token: AccessToken = await auth.token_cache.aget_or_fetch(req, afetch)
+    async def _aacquire(self, req: TokenRequest) -> AccessToken:
+        logger.debug("token request flow=%s tenant=%s agent=%s", req.flow, req.tenant, req.agent_id)
+        token: AccessToken = await self._auth.acquirer.afetch(req)
         return token
 
     # -- authorization headers ---------------------------------------------------------------------------
@@ -648,10 +650,15 @@ class Downstream:
             cached = self._cached(api, scopes, app, tenant)
             if cached is not None:
                 return self._header(cached)
-        flow, wanted, _, resolved = self._target(
-            api, self._api(api, required=False), scopes=scopes, app=app, tenant=tenant
+        req = self._plan(
+            api,
+            self._api(api, required=False),
+            scopes=scopes,
+            app=app,
+            tenant=tenant,
+            claims=claims,
+            force_refresh=force_refresh,
         )
-        req = self._request(flow, wanted, resolved, claims=claims, force_refresh=force_refresh)
         return self._header(self._fetch(req))
 
     async def aauthorization_header(
@@ -669,10 +676,15 @@ class Downstream:
             cached = self._cached(api, scopes, app, tenant)
             if cached is not None:
                 return self._header(cached)
-        flow, wanted, _, resolved = self._target(
-            api, self._api(api, required=False), scopes=scopes, app=app, tenant=tenant
+        req = self._plan(
+            api,
+            self._api(api, required=False),
+            scopes=scopes,
+            app=app,
+            tenant=tenant,
+            claims=claims,
+            force_refresh=force_refresh,
         )
-        req = self._request(flow, wanted, resolved, claims=claims, force_refresh=force_refresh)
         return self._header(await self._afetch(req))
 
     # -- calls -------------------------------------------------------------------------------------------
@@ -719,7 +731,6 @@ class Downstream:
                 headers={**base_headers, "Authorization": self._header(token)},
                 content=body,
                 json=json,
-                has_json=json is not None,
                 timeout=api.timeout,
                 max_bytes=api.max_response_bytes,
                 api=name,
@@ -827,7 +838,7 @@ class Downstream:
     @staticmethod
     def _request_kwargs(call: _Call) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"headers": call.headers, "timeout": call.timeout}
-        if call.has_json:
+        if call.json is not None:
             kwargs["json"] = call.json
         elif call.content is not None:
             kwargs["content"] = call.content

@@ -92,7 +92,6 @@ class CertificateMaterial:
     certificate_pem: str
     sha1_thumbprint: str
     sha256_thumbprint: str
-    not_after: datetime.datetime
 
 
 def _read_bytes(path: str, what: str) -> bytes:
@@ -203,7 +202,6 @@ def load_certificate(cred: CertificateCredential) -> CertificateMaterial:
         certificate_pem=leaf.public_bytes(serialization.Encoding.PEM).decode(),
         sha1_thumbprint=sha1,
         sha256_thumbprint=leaf.fingerprint(hashes.SHA256()).hex().upper(),
-        not_after=not_after,
     )
 
 
@@ -351,47 +349,30 @@ def load_credential(
     clock: Clock,
 ) -> LoadedCredential:
     """One credential, ready for MSAL. Raises ``ConfigurationError`` when it cannot be loaded."""
+    value: str | dict[str, Any]
     if isinstance(cred, ClientSecret):
-        return LoadedCredential(index=index, kind="secret", label=f"#{index} ClientSecret", value=cred.value)
-    if isinstance(cred, CertificateCredential):
+        kind, label, value = "secret", "ClientSecret", cred.value
+    elif isinstance(cred, CertificateCredential):
         material = load_certificate(cred)
-        value: dict[str, Any] = {"private_key": material.private_key_pem}
+        value = {"private_key": material.private_key_pem}
         if cred.send_x5c or send_x5c:
             value["public_certificate"] = material.certificate_pem
         else:
             value["thumbprint"] = material.sha1_thumbprint
-        return LoadedCredential(
-            index=index,
-            kind="certificate",
-            label=f"#{index} Certificate x5t={material.sha1_thumbprint}",
-            value=value,
-        )
-    if isinstance(cred, SignedAssertionFile):
+        kind, label = "certificate", f"Certificate x5t={material.sha1_thumbprint}"
+    elif isinstance(cred, SignedAssertionFile):
         reader = FileAssertion(cred.resolve_path())
         reader.check()
-        return LoadedCredential(
-            index=index,
-            kind="signed_assertion_file",
-            label=f"#{index} SignedAssertionFile {reader.path}",
-            value={"client_assertion": reader},
-        )
-    if isinstance(cred, ManagedIdentityAssertion):
-        source = ManagedIdentitySource(cred, mi_http(), clock)
+        kind, label, value = "signed_assertion_file", f"SignedAssertionFile {reader.path}", {"client_assertion": reader}
+    elif isinstance(cred, ManagedIdentityAssertion):
         who = f"user-assigned {cred.client_id}" if cred.client_id else "system-assigned"
-        return LoadedCredential(
-            index=index,
-            kind="managed_identity",
-            label=f"#{index} ManagedIdentity {who}",
-            value={"client_assertion": source},
-        )
-    if isinstance(cred, AssertionCallback):
-        return LoadedCredential(
-            index=index,
-            kind="assertion_callback",
-            label=f"#{index} AssertionCallback",
-            value={"client_assertion": CallbackAssertion(cred.fn)},
-        )
-    raise ConfigurationError(f"unsupported credential type {type(cred).__name__}", key="credentials")
+        source = ManagedIdentitySource(cred, mi_http(), clock)
+        kind, label, value = "managed_identity", f"ManagedIdentity {who}", {"client_assertion": source}
+    elif isinstance(cred, AssertionCallback):
+        kind, label, value = "assertion_callback", "AssertionCallback", {"client_assertion": CallbackAssertion(cred.fn)}
+    else:
+        raise ConfigurationError(f"unsupported credential type {type(cred).__name__}", key="credentials")
+    return LoadedCredential(index=index, kind=kind, label=f"#{index} {label}", value=value)
 
 
 class CredentialChain:

@@ -9,9 +9,9 @@ so tests inject FakeEntra's transport and nothing patches the network. Three mor
   then serves a still-valid cached token instead of failing). :class:`TransportFailure` subclasses
   ``requests.ConnectionError`` so that fallback works; the engine turns whatever escapes into
   ``TokenAcquisitionError`` (503).
-* **The last exchange is remembered per thread** (status, ``Retry-After``, request ids and, for errors only,
-  the body). MSAL drops the HTTP status of 4xx answers and raises a bare error on 5xx; the engine needs both
-  to map errors (spec §5.2) and to honour ``Retry-After``. Success bodies hold tokens and are never kept.
+* **The last exchange is remembered per thread** (status, ``Retry-After`` and, for errors only, the body).
+  MSAL drops the HTTP status of 4xx answers and raises a bare error on 5xx; the engine needs both to map errors
+  (spec §5.2) and to honour ``Retry-After``. Success bodies hold tokens and are never kept.
 * **Discovery answers are cached** (``/.well-known/openid-configuration``, 2xx only, bounded, 24 h as MSAL's
   own HTTP cache does), so building a client per tenant or per agent costs no extra round trip.
 """
@@ -70,7 +70,7 @@ class HttpStatusFailure(requests.HTTPError):
     """``raise_for_status`` on an error answer (MSAL calls it for HTTP >= 500)."""
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP-date); ``None`` when absent or
     bad."""
     if value is None:
@@ -84,7 +84,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    delay = when.timestamp() - (time.time() if now is None else now)
+    delay = when.timestamp() - time.time()
     return max(0.0, min(delay, 86_400.0))
 
 
@@ -92,15 +92,10 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 class Exchange:
     """What the engine needs to know about the last answer on this thread. Never holds a token."""
 
-    method: str
-    url: str
     status: int
     retry_after: float | None = None
-    request_id: str | None = None
     #: The JSON body of an error answer (status >= 400), parsed; ``None`` for success or non-JSON bodies.
     error_body: Mapping[str, Any] | None = field(default=None, repr=False)
-    #: True when an error answer's body was not JSON (an HTML error page, a truncated body ...).
-    malformed: bool = False
 
 
 class MsalResponse:
@@ -282,33 +277,21 @@ class MsalHttpClient:
             text = bytes(body).decode(encoding, errors="replace")
         except LookupError:
             text = bytes(body).decode("utf-8", errors="replace")
-        self._local.last = self._exchange(method, url, status, out_headers, text)
+        self._local.last = self._exchange(status, out_headers, text)
         logger.debug("%s %s -> %d", method, host, status)
         return MsalResponse(status, text, out_headers)
 
     @staticmethod
-    def _exchange(method: str, url: str, status: int, headers: dict[str, str], text: str) -> Exchange:
+    def _exchange(status: int, headers: dict[str, str], text: str) -> Exchange:
         error_body: Mapping[str, Any] | None = None
-        malformed = False
-        if status >= 400:
+        if status >= 400 and len(text) <= _MAX_ERROR_BODY:
             try:
-                parsed = json.loads(text[:_MAX_ERROR_BODY]) if len(text) <= _MAX_ERROR_BODY else None
-            except ValueError:
+                parsed = json.loads(text)
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 parsed = None
             if isinstance(parsed, dict):
                 error_body = parsed
-            else:
-                malformed = True
-        parts = urlsplit(url)
-        return Exchange(
-            method=method,
-            url=f"{parts.scheme}://{parts.netloc}{parts.path}",
-            status=status,
-            retry_after=parse_retry_after(headers.get("retry-after")),
-            request_id=headers.get("x-ms-request-id") or headers.get("client-request-id"),
-            error_body=error_body,
-            malformed=malformed,
-        )
+        return Exchange(status=status, retry_after=parse_retry_after(headers.get("retry-after")), error_body=error_body)
 
 
 class NoThrottleHttpCache(dict[str, Any]):

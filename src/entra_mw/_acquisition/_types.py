@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = [
+    "OIDC_SCOPES",
     "AccessToken",
     "Flow",
     "TokenRequest",
-    "assertion_digest",
     "caller_digest",
     "l1_prefix",
     "request_key",
@@ -21,6 +21,9 @@ __all__ = [
 #: app: client credentials as this app. obo: On-Behalf-Of the caller. agent_app: autonomous agent (T1, then
 #: the agent's client credentials). agent_obo: T1, then OBO as the agent. agent_user: T1, T2, then user_fic.
 Flow = Literal["app", "obo", "agent_app", "agent_obo", "agent_user"]
+
+#: Scopes MSAL adds to delegated requests itself and refuses to be given (``_decorate_scope``, spec §3.8).
+OIDC_SCOPES: Final = frozenset({"openid", "profile", "offline_access"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,11 +121,6 @@ class TokenRequest:
         )
 
 
-def assertion_digest(assertion: str) -> str:
-    """The SHA-256 (hex) of a caller's token: what stands for the caller in a canonical cache key."""
-    return caller_digest(assertion).hex()
-
-
 def caller_digest(assertion: str) -> bytes:
     """The SHA-256 of a caller's token (32 bytes): what stands for the caller in an L1 key."""
     return hashlib.sha256(assertion.encode()).digest()
@@ -160,7 +158,7 @@ def request_key(
 ) -> str:
     """The canonical cache key of a token request (see :meth:`TokenRequest.cache_key`), from its parts.
 
-    ``digest`` is :func:`assertion_digest` of the caller's token (``""`` without one) and ``scopes`` is
+    ``digest`` is :func:`caller_digest` of the caller's token in hex (``""`` without one) and ``scopes`` is
     :func:`scope_set` of the scopes.
     """
     username_part = "" if username is None else "u:" + username.lower()

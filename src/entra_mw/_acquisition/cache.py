@@ -127,12 +127,11 @@ class CachedToken(float):
 class _Flight:
     """One fetch under way for one key, and what its waiters need to know when it ends."""
 
-    __slots__ = ("abandoned", "async_event", "done", "error", "error_tb", "is_async", "key", "thread", "token")
+    __slots__ = ("abandoned", "async_event", "done", "error", "error_tb", "key", "thread", "token")
 
     def __init__(self, key: bytes, thread: int, async_event: Any) -> None:
         self.key = key
         self.thread = thread
-        self.is_async = async_event is not None
         self.async_event = async_event  # an anyio.Event of the owner's loop; waiters on that loop await it
         self.done = threading.Event()  # every other waiter: threads, and tasks on another thread
         self.token: AccessToken | None = None
@@ -407,7 +406,7 @@ class TokenCache:
                     flight = self._flights.get(fkey)
                     if flight is None:
                         flight = self._flights[fkey] = _Flight(fkey, thread, make_event() if make_event else None)
-                    elif flight.thread == thread and (make_event is None or not flight.is_async):
+                    elif flight.thread == thread and (make_event is None or flight.async_event is None):
                         # Waiting would deadlock: a sync caller on the loop thread of an async owner, or a
                         # fetch that asks for its own key. Fetch without the flight instead.
                         flight = None

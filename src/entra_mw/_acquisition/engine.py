@@ -31,16 +31,15 @@ import random
 import re
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, get_args
 
 from .._clock import Clock
-from .._config import META_TENANTS, EntraConfig
+from .._config import META_TENANTS, EntraConfig, _is_guid
 from .._http import HttpSeam
 from ..errors import ConfigurationError, TokenAcquisitionError
-from ._types import AccessToken, TokenRequest
+from ._types import OIDC_SCOPES, AccessToken, Flow, TokenRequest
 
 if TYPE_CHECKING:
     import anyio
@@ -52,11 +51,8 @@ __all__ = ["Acquirer"]
 
 logger = logging.getLogger("entra_mw.acquisition")
 
-_FLOWS: Final = frozenset({"app", "obo", "agent_app", "agent_obo", "agent_user"})
+_FLOWS: Final = frozenset(get_args(Flow))
 _APP_FLOWS: Final = frozenset({"app", "agent_app"})
-_USER_FLOWS: Final = frozenset({"obo", "agent_obo", "agent_user"})
-#: MSAL adds these to user flows itself and refuses them as input (``_decorate_scope``, spec §3.8).
-_RESERVED_SCOPES: Final = frozenset({"openid", "profile", "offline_access"})
 _TENANT: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 _MAX_BLUEPRINT_APPS: Final = 256
 _MAX_AGENT_APPS: Final = 1024
@@ -81,14 +77,6 @@ class _Failed(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.bad_credential = bad_credential
-
-
-def _is_guid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return len(value) == 36
 
 
 def _first_line(text: Any) -> str:
@@ -262,7 +250,7 @@ class Acquirer:
                     f"got {bad!r}",
                     key="scopes",
                 )
-        elif not [s for s in scopes if s.lower() not in _RESERVED_SCOPES]:
+        elif not [s for s in scopes if s.lower() not in OIDC_SCOPES]:
             raise ConfigurationError(
                 "user tokens need at least one resource scope besides openid/profile/offline_access",
                 key="scopes",
@@ -321,6 +309,9 @@ class Acquirer:
             raise self._http_failure(req.flow) from None
         except ValueError as exc:
             raise self._value_failure(req.flow, exc) from None
+        except RecursionError:
+            # MSAL parses every answer with json.loads, which raises this (not ValueError) for deeply nested JSON.
+            raise self._malformed(req.flow) from None
         return self._to_token(req, result, leg, cred)
 
     def _run(self, req: TokenRequest) -> tuple[dict[str, Any], str, LoadedCredential | None]:
@@ -356,7 +347,7 @@ class Acquirer:
 
     @staticmethod
     def _user_scopes(scopes: list[str]) -> list[str]:
-        return [s for s in scopes if s.lower() not in _RESERVED_SCOPES]
+        return [s for s in scopes if s.lower() not in OIDC_SCOPES]
 
     @staticmethod
     def _for_client(app: Any, scopes: list[str], claims: str | None, force_refresh: bool) -> dict[str, Any]:
