@@ -7,9 +7,10 @@ local Entra ID for tests and demos.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._config import DownstreamApi, EntraConfig
+from ._context import AuthContext
 from ._engine import EntraAuth
 from ._principal import Principal
 from ._requirements import Requirement
@@ -23,7 +24,10 @@ from .credentials import (
 )
 from .errors import (
     AuthError,
+    Challenge,
     ConfigurationError,
+    DownstreamCallError,
+    DownstreamRequestError,
     EntraError,
     InsufficientScope,
     InvalidRequest,
@@ -33,8 +37,7 @@ from .errors import (
     TokenAcquisitionError,
 )
 
-if TYPE_CHECKING:
-    from ._context import AuthContext
+if _typing.TYPE_CHECKING:
     from ._downstream import Downstream
 
 __all__ = [
@@ -42,10 +45,13 @@ __all__ = [
     "AuthContext",
     "AuthError",
     "CertificateCredential",
+    "Challenge",
     "ClientSecret",
     "ConfigurationError",
     "Downstream",
     "DownstreamApi",
+    "DownstreamCallError",
+    "DownstreamRequestError",
     "EntraAuth",
     "EntraConfig",
     "EntraError",
@@ -63,14 +69,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # Downstream and AuthContext pull in the acquisition engine (MSAL); import them only when asked for.
+def __getattr__(name: str) -> _typing.Any:
+    # Downstream pulls in the acquisition engine (MSAL, httpx2's clients); import it only when asked for.
     if name == "Downstream":
         from ._downstream import Downstream
 
         return Downstream
-    if name == "AuthContext":
-        from ._context import AuthContext
-
-        return AuthContext
     raise AttributeError(f"module 'entra_mw' has no attribute {name!r}")

@@ -18,17 +18,17 @@ parsed a form pass ``form_token=True``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from ._engine import EntraAuth
-from ._requirements import Requirement
-from .errors import ConfigurationError, InvalidRequest, MissingToken
+from .errors import InvalidRequest, MissingToken
 
-__all__ = ["MiddlewareOptions", "PathExclusions", "bearer_from_environ", "bearer_from_scope", "bearer_token"]
+__all__ = ["Authorization", "authorization_from_scope", "bearer_token", "token_from"]
 
-_App = TypeVar("_App")
+#: What an adapter hands the engine: the ``Authorization`` value a request carried, every value when it carried
+#: several, or ``None``.
+Authorization = str | bytes | Sequence[str | bytes] | None
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
@@ -136,96 +136,28 @@ def bearer_token(
     return _finish(authorization[0] if authorization else None, len(authorization), query_string, form_token)
 
 
-def bearer_from_scope(scope: Mapping[str, Any]) -> str:
-    """The bearer token of an ASGI ``http`` or ``websocket`` scope (header names are lower-case bytes)."""
+def token_from(authorization: Authorization, query: object = None) -> str:
+    """The bearer token given what any framework can hand over: one ``Authorization`` value, a sequence of
+    every value the request carried, or ``None``; and the raw query string (str or bytes) or ``None``."""
+    if authorization is None:
+        return _finish(None, 0, query, False)
+    if isinstance(authorization, str | bytes):
+        return _finish(authorization, 1, query, False)
+    values = list(authorization)
+    return _finish(values[0] if values else None, len(values), query, False)
+
+
+def authorization_from_scope(scope: Mapping[str, Any]) -> Authorization:
+    """The ``Authorization`` value(s) of an ASGI scope (header names are lower-case bytes; some servers keep
+    the case they received, so a 13-byte name is compared case-insensitively)."""
     value: bytes | None = None
-    count = 0
+    extra: list[bytes] | None = None
     for name, raw in scope.get("headers", ()):
         if name == _AUTHORIZATION or (len(name) == 13 and name.lower() == _AUTHORIZATION):
-            count += 1
-            value = raw
-    return _finish(value, count, scope.get("query_string"), False)
-
-
-def bearer_from_environ(environ: Mapping[str, Any]) -> str:
-    """The bearer token of a WSGI environ. Servers fold repeated headers into one comma-separated
-    ``HTTP_AUTHORIZATION``; a folded value holding two credentials is refused with 400."""
-    value = environ.get("HTTP_AUTHORIZATION")
-    return _finish(value, 0 if value is None else 1, environ.get("QUERY_STRING"), False)
-
-
-class PathExclusions:
-    """``exclude_paths`` for the middleware: exact paths (``"/healthz"``) and subtrees (``"/public/*"``
-    matches ``/public`` and everything below it). A path with a ``..`` or ``.`` segment never matches a
-    subtree, so a router that normalises paths cannot be steered from an excluded prefix into a protected one.
-
-    ::
-
-        excluded = PathExclusions(["/healthz", "/public/*"])
-        assert "/public/logo.png" in excluded and "/healthz/x" not in excluded
-    """
-
-    __slots__ = ("_exact", "_prefixes")
-
-    def __init__(self, paths: Iterable[str]) -> None:
-        if isinstance(paths, str):
-            paths = (paths,)
-        exact: set[str] = set()
-        prefixes: list[str] = []
-        for path in paths:
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise ConfigurationError(f"exclude_paths entries must start with '/': {path!r}", key="exclude_paths")
-            if path.endswith("/*"):
-                base = path[:-2]
-                if "*" in base:
-                    raise ConfigurationError(f"'*' is only allowed as a final '/*': {path!r}", key="exclude_paths")
-                exact.add(base or "/")
-                prefixes.append(base + "/")
-            elif "*" in path:
-                raise ConfigurationError(f"'*' is only allowed as a final '/*': {path!r}", key="exclude_paths")
+            if value is None:
+                value = raw
+            elif extra is None:
+                extra = [value, raw]
             else:
-                exact.add(path)
-        self._exact = frozenset(exact)
-        self._prefixes = tuple(prefixes)
-
-    def __bool__(self) -> bool:
-        return bool(self._exact)
-
-    def __contains__(self, path: object) -> bool:
-        if not isinstance(path, str):
-            return False
-        if path in self._exact:
-            return True
-        if self._prefixes and path.startswith(self._prefixes):
-            return "/.." not in path and "/./" not in path and not path.endswith("/.")
-        return False
-
-
-class MiddlewareOptions(Generic[_App]):
-    """What the ASGI and the WSGI middleware are built from, checked once at construction: the wrapped
-    ``app``, the engine, ``required``, ``exclude_paths`` (a :class:`PathExclusions`) and ``requirement``.
-
-    ::
-
-        class EntraMiddleware(MiddlewareOptions[ASGIApp]): ...
-        EntraMiddleware(app, auth=auth, exclude_paths=["/healthz"]).exclude_paths
-    """
-
-    def __init__(
-        self,
-        app: _App,
-        *,
-        auth: EntraAuth,
-        required: bool = True,
-        exclude_paths: Iterable[str] = (),
-        requirement: Requirement | None = None,
-    ) -> None:
-        if not isinstance(auth, EntraAuth):
-            raise TypeError(f"{type(self).__name__} needs auth=EntraAuth(...)")
-        if requirement is not None and not isinstance(requirement, Requirement):
-            raise TypeError("requirement must be an entra_mw.Requirement")
-        self.app = app
-        self.auth = auth
-        self.required = required
-        self.exclude_paths = PathExclusions(exclude_paths)
-        self.requirement = requirement
+                extra.append(raw)
+    return value if extra is None else extra

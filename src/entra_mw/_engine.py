@@ -11,15 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
+from ._bearer import Authorization, token_from
 from ._clock import Clock, SystemClock
 from ._config import EntraConfig
-from ._downstream import Downstream
+from ._context import AuthContext
 from ._http import HttpSeam
 from ._principal import Principal
+from ._requirements import Requirement
+from .errors import AuthError, Challenge, MissingToken, ProviderUnavailable
 
 if TYPE_CHECKING:
     from ._acquisition.cache import TokenCache
     from ._acquisition.engine import Acquirer
+    from ._downstream import Downstream
     from ._validation import TokenValidator
 
 __all__ = ["EntraAuth"]
@@ -63,6 +67,9 @@ class EntraAuth:
         self._token_cache: TokenCache | None = token_cache
         # Downstream's memo of token plans per API (flow, scopes, tenant, key frame); the config never changes.
         self._downstream_plans: dict[tuple[object, ...], Any] = {}
+        # The Downstream class, imported on first use so that `import entra_mw` leaves MSAL and the acquisition
+        # modules alone (docs/performance.md, import cost).
+        self._downstream_cls: type[Downstream] | None = None
 
     def __repr__(self) -> str:
         return f"EntraAuth(tenant_id={self.config.tenant_id!r}, client_id={self.config.client_id!r})"
@@ -116,6 +123,71 @@ class EntraAuth:
         """Async twin of :meth:`validate`; key fetches do not block the event loop."""
         return await self.validator.avalidate(token)
 
+    def authenticate(
+        self,
+        authorization: Authorization,
+        *,
+        query: str | bytes | None = None,
+        required: bool = True,
+        requirement: Requirement | None = None,
+        challenge: Challenge | None = None,
+    ) -> AuthContext:
+        """The one call every adapter makes: find the bearer token (RFC 6750), validate it, check
+        ``requirement``, and return the request's :class:`AuthContext`.
+
+        ``authorization`` is the request's ``Authorization`` value, a sequence of every value when it carried
+        several, or ``None``; ``query`` its raw query string (a token there is refused). With
+        ``required=False`` a request without a token gets an anonymous context (a token that *is* sent must
+        still be valid, and ``requirement`` is not checked). Raises one renderable :class:`~entra_mw.EntraError`
+        (400, 401, 403 or 503) otherwise, with ``challenge``'s parameters added::
+
+            try:
+                ctx = auth.authenticate(request.headers.get("Authorization"), query=request.query_string)
+            except EntraError as exc:
+                return Response(exc.body(), status=exc.status_code, headers=exc.headers())
+        """
+        try:
+            try:
+                token = token_from(authorization, query)
+            except MissingToken:
+                if not required:
+                    return AuthContext(self, None, None)
+                raise
+            principal = self.validate(token)
+            if requirement is not None:
+                requirement.check(principal)
+        except (AuthError, ProviderUnavailable) as exc:
+            if challenge is None:
+                raise
+            raise challenge.apply(exc) from None
+        return AuthContext(self, principal, token)
+
+    async def aauthenticate(
+        self,
+        authorization: Authorization,
+        *,
+        query: str | bytes | None = None,
+        required: bool = True,
+        requirement: Requirement | None = None,
+        challenge: Challenge | None = None,
+    ) -> AuthContext:
+        """Async twin of :meth:`authenticate`; key fetches do not block the event loop."""
+        try:
+            try:
+                token = token_from(authorization, query)
+            except MissingToken:
+                if not required:
+                    return AuthContext(self, None, None)
+                raise
+            principal = await self.avalidate(token)
+            if requirement is not None:
+                requirement.check(principal)
+        except (AuthError, ProviderUnavailable) as exc:
+            if challenge is None:
+                raise
+            raise challenge.apply(exc) from None
+        return AuthContext(self, principal, token)
+
     def startup(self) -> None:
         """Fetch metadata and keys now (optional; otherwise the first request does)."""
         self.validator.refresh()
@@ -128,8 +200,12 @@ class EntraAuth:
     def downstream(self, principal: Principal | None = None, token: str | None = None) -> Downstream:
         """A request-scoped :class:`Downstream` acting for ``principal`` (whose raw ``token`` enables OBO), or
         app-only when both are ``None``."""
-        # Imported at module level: an import statement here would cost more than the rest of a cache hit.
-        return Downstream(self, principal=principal, token=token)
+        cls = self._downstream_cls
+        if cls is None:
+            from ._downstream import Downstream
+
+            cls = self._downstream_cls = Downstream
+        return cls(self, principal=principal, token=token)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -160,6 +236,3 @@ class EntraAuth:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    def _debug_state(self) -> dict[str, Any]:
-        return {"validator": self._validator is not None, "acquirer": self._acquirer is not None}

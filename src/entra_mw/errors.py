@@ -12,21 +12,27 @@ The tree::
     ├── TokenAcquisitionError        Entra refused or failed a token request (AADSTS codes, claims challenge)
     ├── DownstreamRequestError       400: a downstream call refused before sending (unsafe path or header)
     ├── DownstreamCallError          502/504: a downstream API unreachable, timed out or answered too much
-    └── ConfigurationError           bad configuration, naming the key
+    └── ConfigurationError           bad configuration, naming the key (500 if it ever reaches a client)
 
-Adapters never decide a status: they copy ``status_code``, ``headers()`` and ``body()`` into their framework's
-response. Descriptions are safe to show a client: they never contain a token, an assertion or a secret.
+Adapters never decide a status: every error above has ``status_code``, ``headers()`` and ``body()``, and adapters
+copy them into their framework's response. Challenge parameters an adapter is configured with (``realm``,
+``resource_metadata``, ``scope``) are added with :class:`Challenge` or ``with_challenge``, which return a copy.
+Descriptions are safe to show a client: they never contain a token, an assertion or a secret.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
 
 __all__ = [
     "AuthError",
+    "Challenge",
     "ConfigurationError",
     "DownstreamCallError",
     "DownstreamRequestError",
@@ -49,13 +55,109 @@ def _quote(value: str) -> str:
 
 
 class EntraError(Exception):
-    """Root of every entra_mw error."""
+    """Root of every entra_mw error. Every one renders itself as an HTTP answer, so an adapter turns any of them
+    into a response from ``status_code``, ``headers()`` and ``body()`` alone::
+
+        except EntraError as exc:
+            return Response(exc.body(), status=exc.status_code, headers=exc.headers())
+
+    ``description`` is safe to show a client (never a token, an assertion or a secret); ``reason`` is a short
+    machine-readable code for logs and metrics (``"expired"``, ``"bad_audience"``, ...).
+    """
+
+    #: The HTTP status to answer the client with.
+    status_code: int = 500
+    #: The ``error`` member of the JSON body (and, for auth errors, the RFC 6750 code of the challenge).
+    error: str | None = "server_error"
+    #: Seconds a client should wait before trying again (sent as ``Retry-After`` on a 503), or ``None``.
+    retry_after: int | None = None
+
+    def __init__(self, description: str = "", *, reason: str | None = None) -> None:
+        super().__init__(description or self.__class__.__name__)
+        self.description = description
+        self.reason = reason or self.__class__.__name__.lower()
+
+    @property
+    def www_authenticate(self) -> str | None:
+        """The ``WWW-Authenticate`` header value, or ``None`` for errors that carry no challenge."""
+        return None
+
+    def _public_description(self) -> str:
+        return self.description
+
+    def headers(self) -> list[tuple[str, str]]:
+        """Response headers for this error: ``WWW-Authenticate`` first when there is one, then the JSON content
+        type, ``Cache-Control: no-store`` and, on a 503, ``Retry-After``."""
+        out: list[tuple[str, str]] = []
+        challenge = self.www_authenticate
+        if challenge is not None:
+            out.append(("WWW-Authenticate", challenge))
+        out.append(("Content-Type", "application/json"))
+        out.append(("Cache-Control", "no-store"))
+        if self.status_code == 503 or self.retry_after is not None:
+            out.append(("Retry-After", str(self.retry_after if self.retry_after is not None else 5)))
+        return out
+
+    def body_dict(self) -> dict[str, Any]:
+        """The JSON body as a dict: ``{"error": ..., "error_description": ...}`` and, where they apply, ``scope``
+        and the AADSTS facts."""
+        out: dict[str, Any] = {"error": self.error or "unauthorized"}
+        description = self._public_description()
+        if description:
+            out["error_description"] = description
+        return out
+
+    def body(self) -> bytes:
+        """The JSON body, UTF-8 encoded."""
+        return json.dumps(self.body_dict(), separators=(",", ":")).encode()
+
+    def with_challenge(
+        self, *, realm: str | None = None, resource_metadata: str | None = None, scope: Sequence[str] | None = None
+    ) -> Self:
+        """This error with the adapter's challenge parameters, on a copy (errors may be shared); errors that
+        carry no challenge return themselves."""
+        return self
+
+    def _copy(self) -> Self:
+        new = type(self).__new__(type(self), *self.args)
+        new.__dict__.update(self.__dict__)
+        return new
+
+
+E = TypeVar("E", bound=EntraError)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Challenge:
+    """Challenge parameters an adapter adds to every 401/403 it renders (RFC 6750 §3, RFC 9728 §5.1).
+
+    ::
+
+        Challenge(resource_metadata="https://mcp.contoso.com/.well-known/oauth-protected-resource/mcp",
+                  scope=("api://contoso-mcp/Tools.Use",))
+
+    ``scope`` is added only to challenges that do not already name the scopes they lack.
+    """
+
+    realm: str | None = None
+    resource_metadata: str | None = None
+    scope: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope", tuple(self.scope))
+
+    def apply(self, error: E) -> E:
+        """``error`` with these parameters (a copy when anything changes)."""
+        return error.with_challenge(
+            realm=self.realm, resource_metadata=self.resource_metadata, scope=self.scope or None
+        )
 
 
 class _Renders(EntraError):
-    """An error that knows its HTTP status, its RFC 6750 code and its ``WWW-Authenticate`` value."""
+    """An error that carries an RFC 6750 challenge: ``realm``, ``error``, ``error_description``, ``scope`` and
+    ``resource_metadata``."""
 
-    status_code: int = 500
+    status_code: int = 401
     error: str | None = None
 
     def __init__(
@@ -68,10 +170,7 @@ class _Renders(EntraError):
         scope: Sequence[str] | None = None,
         extra: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(description or self.__class__.__name__)
-        self.description = description
-        #: A short machine-readable reason code for logs and metrics ("expired", "bad_audience", ...).
-        self.reason = reason or self.__class__.__name__.lower()
+        super().__init__(description, reason=reason)
         self.realm = realm
         self.resource_metadata = resource_metadata
         self.scope: tuple[str, ...] = tuple(scope or ())
@@ -79,19 +178,18 @@ class _Renders(EntraError):
 
     def with_challenge(
         self, *, realm: str | None = None, resource_metadata: str | None = None, scope: Sequence[str] | None = None
-    ) -> _Renders:
-        """Return this error with challenge parameters filled in (used by adapters in MCP mode, for example)."""
+    ) -> Self:
+        new = self._copy()
         if realm is not None:
-            self.realm = realm
+            new.realm = realm
         if resource_metadata is not None:
-            self.resource_metadata = resource_metadata
-        if scope is not None and not self.scope:
-            self.scope = tuple(scope)
-        return self
+            new.resource_metadata = resource_metadata
+        if scope is not None and not new.scope:
+            new.scope = tuple(scope)
+        return new
 
     @property
     def www_authenticate(self) -> str | None:
-        """The ``WWW-Authenticate`` header value, or ``None`` for errors that carry no challenge."""
         params: list[tuple[str, str]] = []
         if self.realm:
             params.append(("realm", self.realm))
@@ -108,27 +206,11 @@ class _Renders(EntraError):
             return "Bearer"
         return "Bearer " + ", ".join(f"{k}={_quote(v)}" for k, v in params)
 
-    def headers(self) -> list[tuple[str, str]]:
-        """Response headers for this error, ``WWW-Authenticate`` first when there is one."""
-        out: list[tuple[str, str]] = []
-        challenge = self.www_authenticate
-        if challenge is not None:
-            out.append(("WWW-Authenticate", challenge))
-        out.append(("Content-Type", "application/json"))
-        out.append(("Cache-Control", "no-store"))
-        return out
-
     def body_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"error": self.error or "unauthorized"}
-        if self.description:
-            out["error_description"] = self.description
+        out = super().body_dict()
         if self.scope:
             out["scope"] = " ".join(self.scope)
         return out
-
-    def body(self) -> bytes:
-        """A small JSON body: ``{"error": ..., "error_description": ...}``."""
-        return json.dumps(self.body_dict(), separators=(",", ":")).encode()
 
 
 class AuthError(_Renders):
@@ -145,12 +227,6 @@ class MissingToken(AuthError):
 
     status_code = 401
     error = None
-
-    def body_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"error": "unauthorized"}
-        if self.description:
-            out["error_description"] = self.description
-        return out
 
 
 class InvalidRequest(AuthError):
@@ -198,18 +274,13 @@ class InsufficientScope(AuthError):
         )
 
 
-class ProviderUnavailable(_Renders):
-    """No usable signing keys could be had (discovery or JWKS unreachable and nothing cached): 503."""
+class ProviderUnavailable(EntraError):
+    """No usable signing keys could be had (discovery or JWKS unreachable and nothing cached): 503 with
+    ``Retry-After``."""
 
     status_code = 503
     error = "temporarily_unavailable"
-
-    @property
-    def www_authenticate(self) -> str | None:
-        return None
-
-    def headers(self) -> list[tuple[str, str]]:
-        return [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Retry-After", "5")]
+    retry_after = 5
 
 
 class TokenAcquisitionError(EntraError):
@@ -219,7 +290,8 @@ class TokenAcquisitionError(EntraError):
     ``interaction_required`` ...), ``suberror`` (``consent_required`` ...), the AADSTS ``error_codes``,
     ``correlation_id``, ``trace_id``, and ``claims`` (a claims challenge to send back to the user's client).
     ``status_code`` is the HTTP status to answer the *caller* with: 401/403 when the user must act (consent,
-    MFA), 502 when Entra refused the app itself, 503/504 when Entra could not be reached.
+    MFA), 502 when Entra refused the app itself or answered with something unusable, 503 (with ``Retry-After``)
+    when Entra could not be reached or throttled, 504 when it did not answer in time.
     """
 
     def __init__(
@@ -234,9 +306,10 @@ class TokenAcquisitionError(EntraError):
         claims: str | None = None,
         http_status: int | None = None,
         status_code: int | None = None,
+        retry_after: float | None = None,
+        reason: str | None = None,
     ) -> None:
-        super().__init__(description)
-        self.description = description
+        super().__init__(description, reason=reason or error or "token_acquisition_failed")
         self.error = error
         self.suberror = suberror
         self.error_codes: tuple[int, ...] = tuple(error_codes)
@@ -246,10 +319,16 @@ class TokenAcquisitionError(EntraError):
         #: The HTTP status Entra answered with (``None`` when it could not be reached).
         self.http_status = http_status
         self.status_code = status_code if status_code is not None else self._default_status()
+        if retry_after is not None and math.isfinite(retry_after) and retry_after >= 0:
+            self.retry_after = max(1, math.ceil(retry_after))
 
     def _default_status(self) -> int:
         if self.http_status is None:
             return 503
+        if 500133 in self.error_codes:
+            # The caller's token expired between validation and the exchange: the caller must come back with a
+            # fresh one (spec §5.3), which is a 401 invalid_token for the caller, not a gateway failure.
+            return 401
         if self.error == "interaction_required" or self.suberror == "consent_required" or self.claims:
             return 401
         if self.error in {"invalid_grant"} and 65001 in self.error_codes:
@@ -265,17 +344,30 @@ class TokenAcquisitionError(EntraError):
 
     @property
     def www_authenticate(self) -> str | None:
-        """A challenge for the caller when the user must act (consent, MFA, conditional access)."""
+        """A challenge for the caller when the user must act (consent, MFA, conditional access) or come back
+        with a fresh token."""
         if self.status_code not in (401, 403):
             return None
         params = [("error", "insufficient_claims" if self.claims else "invalid_token")]
         if self.description:
             params.append(("error_description", self.description))
         if self.claims:
-            import base64
-
             params.append(("claims", base64.b64encode(self.claims.encode()).decode()))
         return "Bearer " + ", ".join(f"{k}={_quote(v)}" for k, v in params)
+
+    def body_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.error or _STATUS_ERROR.get(self.status_code, "server_error")}
+        if self.description:
+            out["error_description"] = self.description
+        if self.suberror:
+            out["suberror"] = self.suberror
+        if self.error_codes:
+            out["error_codes"] = list(self.error_codes)
+        if self.correlation_id:
+            out["correlation_id"] = self.correlation_id
+        if self.claims:
+            out["claims"] = self.claims
+        return out
 
     def __repr__(self) -> str:
         return (
@@ -284,9 +376,20 @@ class TokenAcquisitionError(EntraError):
         )
 
 
+_STATUS_ERROR = {
+    400: "invalid_request",
+    401: "invalid_token",
+    403: "forbidden",
+    502: "bad_gateway",
+    503: "temporarily_unavailable",
+    504: "gateway_timeout",
+}
+
+
 class DownstreamRequestError(EntraError, ValueError):
-    """A downstream request was refused before anything was sent: an unsafe path, query or header, or agent
-    arguments that contradict each other. ``status_code`` is 400: the input is at fault.
+    """A downstream request was refused before anything was sent: an unsafe path, query or header, an unknown
+    API name, or agent arguments that contradict each other. ``status_code`` is 400 (the input is at fault)
+    unless a subclass or the raiser says otherwise (401 when a delegated API is called with no caller).
 
     ::
 
@@ -297,12 +400,19 @@ class DownstreamRequestError(EntraError, ValueError):
     """
 
     status_code: int = 400
+    error = "invalid_request"
 
-    def __init__(self, description: str, *, reason: str = "bad_request") -> None:
-        super().__init__(description)
-        self.description = description
-        #: A short machine-readable reason code ("unsafe_path", "reserved_header", ...).
-        self.reason = reason
+    def __init__(self, description: str, *, reason: str = "bad_request", status_code: int | None = None) -> None:
+        super().__init__(description, reason=reason)
+        if status_code is not None:
+            self.status_code = status_code
+            self.error = _STATUS_ERROR.get(status_code, self.error)
+
+    @property
+    def www_authenticate(self) -> str | None:
+        if self.status_code != 401:
+            return None
+        return f"Bearer error={_quote(self.error or 'invalid_token')}, error_description={_quote(self.description)}"
 
 
 class DownstreamCallError(EntraError):
@@ -318,16 +428,20 @@ class DownstreamCallError(EntraError):
     """
 
     def __init__(self, description: str, *, api: str, status_code: int = 502, reason: str = "unavailable") -> None:
-        super().__init__(description)
-        self.description = description
+        super().__init__(description, reason=reason)
         self.api = api
         self.status_code = status_code
-        self.reason = reason
+        self.error = _STATUS_ERROR.get(status_code, "bad_gateway")
 
 
 class ConfigurationError(EntraError, ValueError):
-    """The configuration is wrong; the message names the key (``AzureAd__TenantId``, ``tenant_id`` ...)."""
+    """The configuration is wrong; the message names the key as the user wrote it (``AzureAd__TenantId``,
+    ``tenant_id`` ...). Raised at construction time; should one ever reach a client it renders as a 500 that
+    does not repeat the message."""
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, reason="configuration")
         self.key = key
+
+    def _public_description(self) -> str:
+        return "The server is not configured correctly."

@@ -99,3 +99,76 @@ def test_token_acquisition_error_status_and_repr() -> None:
     outage = TokenAcquisitionError("unreachable")
     assert outage.status_code == 503
     assert "AADSTS7000215" not in repr(outage)
+
+
+def _every_error() -> list[EntraError]:
+    from entra_mw import DownstreamCallError, DownstreamRequestError
+
+    return [
+        MissingToken("A bearer token is required."),
+        InvalidRequest("two headers"),
+        InvalidToken("expired", reason="expired"),
+        InsufficientScope(["Weather.Read"]),
+        ProviderUnavailable("no keys"),
+        TokenAcquisitionError("consent", error="invalid_grant", suberror="consent_required", http_status=400),
+        TokenAcquisitionError("AADSTS65001", error="invalid_grant", error_codes=[65001], http_status=400),
+        TokenAcquisitionError("throttled", error="temporarily_unavailable", http_status=429, retry_after=12.2),
+        TokenAcquisitionError("AADSTS500133", error="invalid_grant", error_codes=[500133], http_status=400),
+        TokenAcquisitionError("bad client", error="invalid_client", error_codes=[7000215], http_status=401),
+        TokenAcquisitionError("unreachable"),
+        DownstreamRequestError("unsafe path", reason="unsafe_path"),
+        DownstreamRequestError("no caller", reason="no_caller", status_code=401),
+        DownstreamCallError("down", api="graph"),
+        DownstreamCallError("slow", api="graph", status_code=504, reason="timeout"),
+        ConfigurationError("AzureAd__ClientId must be a GUID", key="AzureAd__ClientId"),
+        EntraError("anything"),
+    ]
+
+
+def render(exc: EntraError) -> tuple[int, dict[str, str], dict[str, object]]:
+    """What any adapter does: status, headers and body from the error alone."""
+    return exc.status_code, dict(exc.headers()), json.loads(exc.body())
+
+
+@pytest.mark.parametrize("exc", _every_error(), ids=lambda e: f"{type(e).__name__}-{e.reason}")
+def test_any_error_renders_from_status_headers_and_body(exc: EntraError) -> None:
+    status, headers, body = render(exc)
+    assert 400 <= status <= 599
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Cache-Control"] == "no-store"
+    assert isinstance(body["error"], str) and body["error"]
+    for name, value in exc.headers():
+        name.encode("ascii")
+        value.encode("latin-1")
+    if status == 503:
+        assert int(headers["Retry-After"]) >= 1
+    if status in (401, 403):
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_specific_statuses() -> None:
+    statuses = [e.status_code for e in _every_error()]
+    assert statuses == [401, 400, 401, 403, 503, 401, 403, 503, 401, 502, 503, 400, 401, 502, 504, 500, 500]
+
+
+def test_retry_after_is_rounded_up() -> None:
+    exc = TokenAcquisitionError("throttled", http_status=429, retry_after=12.2)
+    assert ("Retry-After", "13") in exc.headers()
+
+
+def test_configuration_error_does_not_leak_its_message() -> None:
+    body = json.loads(ConfigurationError("secret-ish AzureAd__ClientSecret detail", key="k").body())
+    assert "AzureAd__ClientSecret" not in json.dumps(body)
+    assert body["error"] == "server_error"
+
+
+def test_with_challenge_returns_a_copy_and_leaves_the_original() -> None:
+    original = MissingToken("A bearer token is required.")
+    copy = original.with_challenge(realm="api", resource_metadata="https://r/.well-known/oauth-protected-resource")
+    assert copy is not original and isinstance(copy, MissingToken)
+    assert original.www_authenticate == "Bearer"
+    assert copy.www_authenticate == (
+        'Bearer realm="api", resource_metadata="https://r/.well-known/oauth-protected-resource"'
+    )
+    unavailable = ProviderUnavailable("no keys")
+    assert unavailable.with_challenge(realm="x") is unavailable

@@ -1,0 +1,123 @@
+"""``EntraAuth.authenticate`` / ``aauthenticate``: the one call every adapter makes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from entra_mw import (
+    AuthContext,
+    Challenge,
+    EntraAuth,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    MissingToken,
+    ProviderUnavailable,
+    Requirement,
+)
+from entra_mw.testing import FakeEntra
+
+from ._support import MakeAuth
+
+
+def _user_token(fake: FakeEntra, scopes: tuple[str, ...] = ("Weather.Read",)) -> str:
+    s = fake.quickstart()
+    return fake.user_token(s.user, client=s.client, resource=s.api, scopes=scopes)
+
+
+def test_valid_token_in_every_shape(auth: EntraAuth, fake_entra: FakeEntra) -> None:
+    token = _user_token(fake_entra)
+    for value in (f"Bearer {token}", f"Bearer {token}".encode(), [f"Bearer {token}"], (f"bearer {token}".encode(),)):
+        ctx = auth.authenticate(value)
+        assert isinstance(ctx, AuthContext)
+        assert ctx.principal is not None and ctx.principal.scopes == {"Weather.Read"}
+        assert ctx.token == token
+
+
+def test_missing_token(auth: EntraAuth) -> None:
+    values: list[str | list[str] | None] = [None, [], "", "Basic dXNlcjpwYXNz"]
+    for value in values:
+        with pytest.raises(MissingToken) as info:
+            auth.authenticate(value)
+        assert info.value.status_code == 401
+        assert dict(info.value.headers())["WWW-Authenticate"] == "Bearer"
+        anonymous = auth.authenticate(value, required=False)
+        assert anonymous.principal is None and anonymous.token is None
+
+
+def test_malformed_requests_are_400(auth: EntraAuth, fake_entra: FakeEntra) -> None:
+    token = _user_token(fake_entra)
+    cases: list[tuple[object, object]] = [
+        ([f"Bearer {token}", f"Bearer {token}"], None),  # two headers
+        (f"Bearer {token}, Bearer {token}", None),  # folded
+        (f"Bearer {token}", f"a=1&access_token={token}"),  # query token as well
+        (None, b"access_token=x"),  # query token only
+        ("Bearer =", None),
+    ]
+    for value, query in cases:
+        with pytest.raises(InvalidRequest) as info:
+            auth.authenticate(value, query=query, required=False)  # type: ignore[arg-type]
+        assert info.value.status_code == 400
+
+
+def test_invalid_token_is_401_even_when_optional(auth: EntraAuth) -> None:
+    with pytest.raises(InvalidToken):
+        auth.authenticate("Bearer abc.def.ghi", required=False)
+
+
+def test_requirement(auth: EntraAuth, fake_entra: FakeEntra) -> None:
+    token = _user_token(fake_entra)
+    assert auth.authenticate(f"Bearer {token}", requirement=Requirement(scopes=["Weather.Read"])).principal
+    with pytest.raises(InsufficientScope) as info:
+        auth.authenticate(f"Bearer {token}", requirement=Requirement(scopes=["Weather.Write"]))
+    assert info.value.status_code == 403
+    assert 'scope="Weather.Write"' in (info.value.www_authenticate or "")
+    # Not checked for anonymous requests.
+    assert auth.authenticate(None, required=False, requirement=Requirement(scopes=["X"])).principal is None
+
+
+def test_challenge_parameters_are_added_on_a_copy(auth: EntraAuth, fake_entra: FakeEntra) -> None:
+    challenge = Challenge(resource_metadata="https://mcp.example/.well-known/oauth-protected-resource", scope=("s1",))
+    with pytest.raises(MissingToken) as info:
+        auth.authenticate(None, challenge=challenge)
+    header = info.value.www_authenticate or ""
+    assert header == 'Bearer scope="s1", resource_metadata="https://mcp.example/.well-known/oauth-protected-resource"'
+    token = _user_token(fake_entra)
+    with pytest.raises(InsufficientScope) as denied:
+        auth.authenticate(f"Bearer {token}", requirement=Requirement(scopes=["W"]), challenge=challenge)
+    # The error's own missing scope wins over the adapter's default scope.
+    assert 'scope="W"' in (denied.value.www_authenticate or "")
+    assert "resource_metadata=" in (denied.value.www_authenticate or "")
+    shared = InvalidToken("shared")
+    copy = challenge.apply(shared)
+    assert copy is not shared and shared.resource_metadata is None and copy.resource_metadata is not None
+
+
+def test_async_twin(auth: EntraAuth, fake_entra: FakeEntra) -> None:
+    token = _user_token(fake_entra)
+
+    async def main() -> None:
+        ctx = await auth.aauthenticate(f"Bearer {token}".encode(), requirement=Requirement(scopes=["Weather.Read"]))
+        assert ctx.principal is not None
+        with pytest.raises(MissingToken):
+            await auth.aauthenticate(None)
+        assert (await auth.aauthenticate(None, required=False)).principal is None
+        with pytest.raises(InvalidRequest):
+            await auth.aauthenticate([b"Bearer a", b"Bearer b"])
+
+    asyncio.run(main())
+
+
+def test_keys_unavailable_is_503(make_auth: MakeAuth, fake_entra: FakeEntra) -> None:
+    auth = make_auth()
+    token = _user_token(fake_entra)
+    fake_entra.faults.outage("jwks")
+    with pytest.raises(ProviderUnavailable) as info:
+        auth.authenticate(f"Bearer {token}")
+    err = info.value
+    assert err.status_code == 503
+    assert ("Retry-After", "5") in err.headers()
+    assert json.loads(err.body())["error"] == "temporarily_unavailable"
