@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._principal import Principal
+from .errors import MissingToken
 
 if TYPE_CHECKING:
     from ._downstream import Downstream
     from ._engine import EntraAuth
+    from ._requirements import Requirement
 
 __all__ = ["AuthContext"]
 
@@ -31,6 +33,20 @@ class AuthContext:
     @property
     def is_authenticated(self) -> bool:
         return self.principal is not None
+
+    def require(self, requirement: Requirement | None = None) -> Principal:
+        """The caller, checked against ``requirement``: raises ``MissingToken`` (401) for an anonymous request
+        and ``InsufficientScope`` (403) when the caller lacks the scopes or roles. What every ``require``
+        decorator and dependency calls::
+
+            principal = ctx.require(Requirement(scopes=["Weather.Read"]))
+        """
+        principal = self.principal
+        if principal is None:
+            raise MissingToken("A bearer token is required.", reason="missing_token")
+        if requirement is not None:
+            requirement.check(principal)
+        return principal
 
     @property
     def downstream(self) -> Downstream:

@@ -18,7 +18,7 @@ from entra_mw import (
     ProviderUnavailable,
     Requirement,
 )
-from entra_mw.testing import FakeEntra
+from entra_mw.testing import FakeClock, FakeEntra
 
 from ._support import MakeAuth
 
@@ -121,3 +121,48 @@ def test_keys_unavailable_is_503(make_auth: MakeAuth, fake_entra: FakeEntra) -> 
     assert err.status_code == 503
     assert ("Retry-After", "5") in err.headers()
     assert json.loads(err.body())["error"] == "temporarily_unavailable"
+
+
+def test_context_require(auth: EntraAuth, fake_entra: FakeEntra) -> None:
+    token = _user_token(fake_entra)
+    ctx = auth.authenticate(f"Bearer {token}")
+    assert ctx.require() is ctx.principal
+    assert ctx.require(Requirement(scopes=["Weather.Read"])) is ctx.principal
+    with pytest.raises(InsufficientScope):
+        ctx.require(Requirement(roles=["Weather.Admin"]))
+    with pytest.raises(MissingToken):
+        auth.authenticate(None, required=False).require()
+
+
+def test_settings_build_engines(fake_entra: FakeEntra, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from entra_mw import ConfigurationError, EntraConfig
+    from entra_mw._settings import auth_from_settings
+
+    s = fake_entra.quickstart()
+    mapping = {"tenant_id": s.tenant.tenant_id, "client_id": s.api.app_id}
+    built: list[EntraConfig] = []
+
+    def factory(config: EntraConfig) -> EntraAuth:
+        built.append(config)
+        return EntraAuth(config, transport=fake_entra.transport, clock=fake_clock)
+
+    with auth_from_settings(mapping, factory) as auth:
+        assert built and auth.config.client_id == s.api.app_id
+        assert auth.authenticate(f"Bearer {_user_token(fake_entra)}").principal is not None
+    monkeypatch.setenv("AzureAd__TenantId", s.tenant.tenant_id)
+    monkeypatch.setenv("AzureAd__ClientId", s.api.app_id)
+    with auth_from_settings("env") as env_auth:
+        assert env_auth.config.tenant_id == s.tenant.tenant_id
+    for setting, factory_path in [
+        (None, None),
+        ("environment", None),
+        (42, None),
+        (mapping, "tests.core.test_authenticate:not_there"),
+        (mapping, "no_such_module_xyz.build"),
+        (mapping, 42),
+        (mapping, "nodots"),
+    ]:
+        with pytest.raises(ConfigurationError):
+            auth_from_settings(setting, factory_path)
+    with pytest.raises(ConfigurationError, match="not an EntraAuth"):
+        auth_from_settings(mapping, lambda config: object())
