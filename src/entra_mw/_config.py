@@ -8,14 +8,13 @@ dict (Django settings, Flask config) using the same names as the constructor.
 from __future__ import annotations
 
 import os
-import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
+from ._ids import DOMAIN, META_TENANTS, SUPPORTED_ALGORITHMS, is_guid
 from .credentials import (
     CREDENTIAL_TYPES,
     TOKEN_EXCHANGE_AUDIENCE,
@@ -28,19 +27,12 @@ from .credentials import (
 )
 from .errors import ConfigurationError
 
-__all__ = ["DownstreamApi", "EntraConfig"]
+__all__ = ["META_TENANTS", "DownstreamApi", "EntraConfig"]
 
-META_TENANTS: Final = frozenset({"common", "organizations", "consumers"})
-_DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})+$")
 _HTTP_METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-
-
-def _is_guid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return len(value) == 36
+# Kept under their old names for the modules that import them from here.
+_DOMAIN = DOMAIN
+_is_guid = is_guid
 
 
 def _frozen_map(value: Mapping[str, Any] | None, key: str) -> Mapping[str, Any]:
@@ -199,6 +191,13 @@ class EntraConfig:
         if tenant == "consumers":
             raise ConfigurationError("tenant_id 'consumers' (personal accounts only) is not supported", key="tenant_id")
         object.__setattr__(self, "tenant_id", tenant)
+        client_id = self.client_id.strip()
+        if not is_guid(client_id):
+            # Entra application (client) ids are GUIDs; anything else would never match a token's aud or azp.
+            raise ConfigurationError(
+                f"client_id must be the application (client) id, a GUID; got {self.client_id!r}", key="client_id"
+            )
+        object.__setattr__(self, "client_id", client_id)
         instance = self.instance.strip()
         parts = urlsplit(instance)
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
@@ -218,10 +217,10 @@ class EntraConfig:
                 )
             object.__setattr__(self, "allowed_tenants", tuple(t.lower() for t in allowed))
         object.__setattr__(self, "algorithms", _str_tuple(self.algorithms, "algorithms"))
-        bad_alg = [a for a in self.algorithms if a not in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")]
+        bad_alg = [a for a in self.algorithms if a not in SUPPORTED_ALGORITHMS]
         if bad_alg or not self.algorithms:
             raise ConfigurationError(
-                f"algorithms must be a non-empty subset of RS256/RS384/RS512/PS256/PS384/PS512, got {bad_alg}",
+                f"algorithms must be a non-empty subset of {'/'.join(SUPPORTED_ALGORITHMS)}, got {bad_alg}",
                 key="algorithms",
             )
         if not isinstance(self.clock_skew, int | float) or self.clock_skew < 0 or self.clock_skew > 3600:
@@ -326,7 +325,7 @@ class EntraConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EntraConfig:
-        """Read the official sidecar's variables, so a sidecar ConfigMap works unchanged (spec §2).
+        """Read the official sidecar's variables, so a sidecar ConfigMap works unchanged.
 
         ``AzureAd__Instance``, ``AzureAd__TenantId``, ``AzureAd__ClientId`` (or ``AzureAd__Authority``),
         ``AzureAd__Audience``, ``AzureAd__TokenValidationParameters__ValidAudiences__N``/``ValidIssuers__N``/
@@ -335,272 +334,17 @@ class EntraConfig:
         ``DownstreamApis__{name}__*``, ``TokenCache__RedisConnection``, ``Sidecar__*`` and
         ``AZURE_FEDERATED_TOKEN_FILE``. Names are matched case-insensitively and ``:`` works as ``__``, as in
         ASP.NET configuration. ``ENTRA_MW_REDIS_URL`` and ``ENTRA_MW_CACHE_ENCRYPTION_KEY`` set the token cache.
+        A key that looks like a misspelt one (``AzureAd__ClientSecrt``) is an error; other keys this library
+        does not use are logged. Errors name the variable as it was written.
+
+        ::
+
+            config = EntraConfig.from_env({"AzureAd__TenantId": "contoso.onmicrosoft.com",
+                                           "AzureAd__ClientId": "11111111-2222-3333-4444-555555555555"})
         """
-        env = dict(os.environ if environ is None else environ)
-        tree = _EnvTree(env)
-        ad = tree.section("AzureAd")
-        kwargs: dict[str, Any] = {}
-        authority = ad.get("Authority")
-        instance = ad.get("Instance")
-        tenant = ad.get("TenantId")
-        if authority:
-            if instance or tenant:
-                raise ConfigurationError(
-                    "set either AzureAd__Authority or AzureAd__Instance + AzureAd__TenantId, not both",
-                    key="AzureAd__Authority",
-                )
-            parts = urlsplit(authority)
-            segments = [s for s in parts.path.split("/") if s]
-            if parts.scheme != "https" or not parts.hostname or not segments:
-                raise ConfigurationError(
-                    f"AzureAd__Authority is not a valid authority: {authority!r}", key="AzureAd__Authority"
-                )
-            instance = f"{parts.scheme}://{parts.netloc}/"
-            tenant = segments[0]
-            if parts.query:
-                extra = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-                kwargs["extra_query_parameters"] = extra
-        if not tenant:
-            raise ConfigurationError("AzureAd__TenantId is required", key="AzureAd__TenantId")
-        client_id = ad.get("ClientId")
-        if not client_id:
-            raise ConfigurationError("AzureAd__ClientId is required", key="AzureAd__ClientId")
-        kwargs["tenant_id"] = tenant
-        kwargs["client_id"] = client_id
-        if instance:
-            kwargs["instance"] = instance
-        audiences: list[str] = []
-        if ad.get("Audience"):
-            audiences.append(ad.get("Audience") or "")
-        tvp = ad.section("TokenValidationParameters")
-        audiences.extend(tvp.list("ValidAudiences"))
-        audiences.extend(ad.list("Audiences"))
-        if audiences:
-            kwargs["audiences"] = tuple(dict.fromkeys(audiences))
-        issuers = tvp.list("ValidIssuers")
-        if tvp.get("ValidIssuer"):
-            issuers.insert(0, tvp.get("ValidIssuer") or "")
-        if issuers:
-            kwargs["valid_issuers"] = tuple(issuers)
-        if tvp.get("ClockSkew"):
-            kwargs["clock_skew"] = _parse_timespan(
-                tvp.get("ClockSkew") or "", "AzureAd__TokenValidationParameters__ClockSkew"
-            )
-        extra_q = ad.section("ExtraQueryParameters").flat()
-        if extra_q:
-            kwargs["extra_query_parameters"] = {**kwargs.get("extra_query_parameters", {}), **extra_q}
-        if ad.get("SendX5C"):
-            kwargs["send_x5c"] = _parse_bool(ad.get("SendX5C") or "", "AzureAd__SendX5C")
-        if ad.get("AllowWebApiToBeAuthorizedByACL"):
-            kwargs["allow_acl_authorization"] = _parse_bool(
-                ad.get("AllowWebApiToBeAuthorizedByACL") or "", "AzureAd__AllowWebApiToBeAuthorizedByACL"
-            )
-        if ad.get("Scopes"):
-            kwargs["validate_scopes"] = ad.get("Scopes")
-        allowed = ad.list("AllowedTenants")
-        if allowed:
-            kwargs["allowed_tenants"] = tuple(allowed)
-        creds: list[Credential] = []
-        cred_section = ad.section("ClientCredentials")
-        for index in cred_section.indices():
-            cred = _credential_from_env(cred_section.section(index), f"AzureAd__ClientCredentials__{index}", env)
-            if cred is not None:
-                creds.append(cred)
-        if ad.get("ClientSecret") and not creds:
-            creds.append(ClientSecret(ad.get("ClientSecret") or ""))
-        kwargs["credentials"] = tuple(creds)
-        apis: dict[str, DownstreamApi] = {}
-        apis_section = tree.section("DownstreamApis")
-        for name in apis_section.children():
-            apis[name] = _downstream_from_env(apis_section.section(name), f"DownstreamApis__{name}")
-        kwargs["downstream_apis"] = apis
-        cache = tree.section("TokenCache")
-        redis_conn = env.get("ENTRA_MW_REDIS_URL") or cache.get("RedisConnection")
-        if redis_conn:
-            kwargs["redis_url"] = _redis_url(redis_conn)
-        if env.get("ENTRA_MW_CACHE_ENCRYPTION_KEY"):
-            kwargs["cache_encryption_key"] = env["ENTRA_MW_CACHE_ENCRYPTION_KEY"]
-        kwargs["sidecar_options"] = tree.section("Sidecar").flat(deep=True)
-        return cls(**kwargs)
+        from ._env import config_from_env
 
-
-# -- environment helpers ---------------------------------------------------------------------------------
-
-
-class _EnvTree:
-    """A case-insensitive view of ``A__B__C`` (or ``A:B:C``) variables as nested sections."""
-
-    def __init__(self, env: Mapping[str, str], prefix: tuple[str, ...] = ()) -> None:
-        self._env = env
-        self._prefix = prefix
-        self._items: list[tuple[tuple[str, ...], str]] = []
-        if not prefix:
-            for k, v in env.items():
-                path = tuple(p for p in re.split(r"__|:", k))
-                self._items.append((path, v))
-        else:
-            self._items = []
-
-    @classmethod
-    def _child(cls, parent: _EnvTree, name: str) -> _EnvTree:
-        child = cls.__new__(cls)
-        child._env = parent._env
-        child._prefix = (*parent._prefix, name)
-        low = name.lower()
-        child._items = [(p[1:], v) for p, v in parent._items if len(p) > 1 and p[0].lower() == low]
-        return child
-
-    def section(self, name: str) -> _EnvTree:
-        return _EnvTree._child(self, name)
-
-    def get(self, name: str) -> str | None:
-        low = name.lower()
-        value = None
-        for path, v in self._items:
-            if len(path) == 1 and path[0].lower() == low:
-                value = v
-        return value.strip() if isinstance(value, str) else value
-
-    def children(self) -> list[str]:
-        seen: dict[str, str] = {}
-        for path, _ in self._items:
-            if len(path) > 1:
-                seen.setdefault(path[0].lower(), path[0])
-        return list(seen.values())
-
-    def indices(self) -> list[str]:
-        found = [c for c in self.children() if c.isdigit()]
-        return sorted(found, key=int)
-
-    def list(self, name: str) -> list[str]:
-        """``Name__0``, ``Name__1`` ... in index order, or a single space-separated ``Name``."""
-        single = self.get(name)
-        sub = self.section(name)
-        values = [(int(p[0]), v) for p, v in sub._items if len(p) == 1 and p[0].isdigit()]
-        out = [v.strip() for _, v in sorted(values) if v.strip()]
-        if not out and single:
-            out = [s for s in single.split() if s]
-        return out
-
-    def flat(self, *, deep: bool = False) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for path, v in self._items:
-            if len(path) == 1 or deep:
-                out[":".join(path)] = v
-        return out
-
-
-def _parse_bool(value: str, key: str) -> bool:
-    low = value.strip().lower()
-    if low in ("true", "1", "yes"):
-        return True
-    if low in ("false", "0", "no"):
-        return False
-    raise ConfigurationError(f"{key} must be true or false, got {value!r}", key=key)
-
-
-def _parse_timespan(value: str, key: str) -> int:
-    """A .NET TimeSpan (``00:05:00``) or a number of seconds."""
-    text = value.strip()
-    try:
-        if ":" in text:
-            parts = [float(p) for p in text.split(":")]
-            while len(parts) < 3:
-                parts.insert(0, 0.0)
-            hours, minutes, seconds = parts[-3:]
-            return int(hours * 3600 + minutes * 60 + seconds)
-        return int(float(text))
-    except ValueError:
-        raise ConfigurationError(f"{key} must be a TimeSpan such as 00:05:00, got {value!r}", key=key) from None
-
-
-def _redis_url(conn: str) -> str:
-    """Accept a ``redis://`` URL or a StackExchange.Redis string (``host:6379,password=x,ssl=true``)."""
-    text = conn.strip()
-    if text.startswith(("redis://", "rediss://", "unix://")):
-        return text
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise ConfigurationError("TokenCache__RedisConnection is empty", key="TokenCache__RedisConnection")
-    host = parts[0]
-    opts = {k.lower(): v for k, _, v in (p.partition("=") for p in parts[1:])}
-    scheme = "rediss" if opts.get("ssl", "").lower() == "true" else "redis"
-    auth = f":{quote(opts['password'], safe='')}@" if opts.get("password") else ""
-    if ":" not in host:
-        host += ":6379"
-    return f"{scheme}://{auth}{host}/0"
-
-
-_UNSUPPORTED_SOURCES: Final = {
-    "keyvault": "certificates from Key Vault are not built in: download the certificate and use SourceType=Path "
-    "or Base64Encoded, or pass an AssertionCallback",
-    "storewiththumbprint": "Windows certificate stores are not available: use SourceType=Path or Base64Encoded",
-    "storewithdistinguishedname": "Windows certificate stores are not available: use SourceType=Path or Base64Encoded",
-    "storewithsubjectname": "Windows certificate stores are not available: use SourceType=Path or Base64Encoded",
-    "signedassertionfromvault": "vault-signed assertions are not built in: pass an AssertionCallback",
-    "customsignedassertion": "custom assertion providers are configured in code: pass an AssertionCallback",
-    "managedcertificate": "managed certificates are not available: use SourceType=Path or Base64Encoded",
-    "autodecryptkeys": "AutoDecryptKeys is a token-decryption credential; encrypted tokens are not supported",
-}
-_SOURCE_NUMBERS: Final = {
-    "0": "certificate",
-    "1": "keyvault",
-    "2": "base64encoded",
-    "3": "path",
-    "4": "storewiththumbprint",
-    "5": "storewithdistinguishedname",
-    "6": "clientsecret",
-    "7": "signedassertionfrommanagedidentity",
-    "8": "signedassertionfilepath",
-    "9": "signedassertionfromvault",
-    "10": "autodecryptkeys",
-    "11": "customsignedassertion",
-    "12": "managedcertificate",
-    "13": "storewithsubjectname",
-}
-
-
-def _credential_from_env(section: _EnvTree, key: str, env: Mapping[str, str]) -> Credential | None:
-    if section.get("Skip") and _parse_bool(section.get("Skip") or "", f"{key}__Skip"):
-        return None
-    source_raw = section.get("SourceType")
-    if not source_raw:
-        raise ConfigurationError(f"{key}__SourceType is required", key=f"{key}__SourceType")
-    source = _SOURCE_NUMBERS.get(source_raw, source_raw.lower())
-    if source in _UNSUPPORTED_SOURCES:
-        raise ConfigurationError(
-            f"{key}__SourceType={source_raw}: {_UNSUPPORTED_SOURCES[source]}", key=f"{key}__SourceType"
-        )
-    if source == "clientsecret":
-        secret = section.get("ClientSecret")
-        if not secret:
-            raise ConfigurationError(
-                f"{key}__ClientSecret is required for SourceType=ClientSecret", key=f"{key}__ClientSecret"
-            )
-        return ClientSecret(secret)
-    if source in ("path", "certificate"):
-        path = section.get("CertificateDiskPath")
-        if not path:
-            raise ConfigurationError(
-                f"{key}__CertificateDiskPath is required for SourceType=Path", key=f"{key}__CertificateDiskPath"
-            )
-        return CertificateCredential(path=path, password=section.get("CertificatePassword") or None)
-    if source == "base64encoded":
-        value = section.get("Base64EncodedValue")
-        if not value:
-            raise ConfigurationError(
-                f"{key}__Base64EncodedValue is required for SourceType=Base64Encoded", key=f"{key}__Base64EncodedValue"
-            )
-        return CertificateCredential(base64=value, password=section.get("CertificatePassword") or None)
-    if source == "signedassertionfilepath":
-        path = section.get("SignedAssertionFileDiskPath") or section.get("SignedAssertionFilePath")
-        return SignedAssertionFile(path=path or None)
-    if source == "signedassertionfrommanagedidentity":
-        audience = section.get("TokenExchangeUrl") or TOKEN_EXCHANGE_AUDIENCE
-        return ManagedIdentityAssertion(client_id=section.get("ManagedIdentityClientId") or None, audience=audience)
-    raise ConfigurationError(
-        f"{key}__SourceType={source_raw!r} is not a known credential source", key=f"{key}__SourceType"
-    )
+        return config_from_env(cls, os.environ if environ is None else environ)
 
 
 def _credential_from_mapping(value: Any, index: int) -> Credential:
@@ -628,39 +372,14 @@ def _credential_from_mapping(value: Any, index: int) -> Credential:
         return AssertionCallback(spec["assertion_callback"])
     # The sidecar's own names work too: {"SourceType": "ClientSecret", "ClientSecret": "..."}.
     if "sourcetype" in spec:
-        tree = _EnvTree({f"x__{k}": str(v) for k, v in value.items()}).section("x")
-        cred = _credential_from_env(tree, f"credentials[{index}]", {})
+        from ._env import EnvTree, credential_from_env
+
+        tree = EnvTree({f"x__{k}": str(v) for k, v in value.items()}).section("x")
+        cred = credential_from_env(tree, f"credentials[{index}]", {})
         if cred is None:
             raise ConfigurationError(f"credentials[{index}] is skipped", key="credentials")
         return cred
     raise ConfigurationError(f"credentials[{index}]: unknown credential {sorted(spec)}", key="credentials")
-
-
-def _downstream_from_env(section: _EnvTree, key: str) -> DownstreamApi:
-    base_url = section.get("BaseUrl")
-    if not base_url:
-        raise ConfigurationError(f"{key}__BaseUrl is required", key=f"{key}__BaseUrl")
-    kwargs: dict[str, Any] = {"base_url": base_url, "scopes": tuple(section.list("Scopes"))}
-    if section.get("RequestAppToken"):
-        kwargs["request_app_token"] = _parse_bool(section.get("RequestAppToken") or "", f"{key}__RequestAppToken")
-    if section.get("RelativePath") is not None:
-        kwargs["relative_path"] = section.get("RelativePath") or ""
-    if section.get("HttpMethod"):
-        kwargs["http_method"] = section.get("HttpMethod")
-    if section.get("AcceptHeader"):
-        kwargs["accept_header"] = section.get("AcceptHeader")
-    if section.get("ContentType"):
-        kwargs["content_type"] = section.get("ContentType")
-    headers = section.section("ExtraHeaderParameters").flat()
-    if headers:
-        kwargs["extra_headers"] = headers
-    query = section.section("ExtraQueryParameters").flat()
-    if query:
-        kwargs["extra_query"] = query
-    ato = section.section("AcquireTokenOptions")
-    if ato.get("Tenant"):
-        kwargs["tenant"] = ato.get("Tenant")
-    return DownstreamApi(**kwargs)
 
 
 def sequence_of(value: Sequence[str] | str | None) -> tuple[str, ...]:

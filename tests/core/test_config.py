@@ -236,3 +236,71 @@ def test_allowed_tenants_must_be_guids() -> None:
     assert info.value.key == "allowed_tenants"
     config = EntraConfig(tenant_id="organizations", client_id=CLIENT, allowed_tenants=[TENANT.upper()])
     assert config.allowed_tenants == (TENANT,)
+
+
+def test_authority_with_an_encoded_query_is_encoded_once() -> None:
+    env = {
+        "AzureAd__Authority": f"https://login.microsoftonline.com/{TENANT}?appid=a%2Fb&x=1",
+        "AzureAd__ClientId": CLIENT,
+    }
+    config = EntraConfig.from_env(env)
+    assert dict(config.extra_query_parameters) == {"appid": "a/b", "x": "1"}
+    assert config.metadata_url().endswith("/v2.0/.well-known/openid-configuration?appid=a%2Fb&x=1")
+
+
+@pytest.mark.parametrize(
+    ("variable", "intended"),
+    [
+        ("AzureAd__ClientSecrt", "AzureAd__ClientSecret"),
+        ("AzureAd__TenantID_", "AzureAd__TenantId"),
+        ("AzureAd:Instanse", "AzureAd:Instance"),
+        ("DownstreamApis__graph__BaseUrll", "DownstreamApis__graph__BaseUrl"),
+        ("DownstreamApis__graph__RequestAppTokn", "DownstreamApis__graph__RequestAppToken"),
+        ("AzureAd__ClientCredentials__0__ClientSecrett", "AzureAd__ClientCredentials__0__ClientSecret"),
+    ],
+)
+def test_a_misspelt_key_is_refused_with_the_intended_one(variable: str, intended: str) -> None:
+    env = base_env(
+        DownstreamApis__graph__BaseUrl="https://graph.microsoft.com/v1.0/",
+        AzureAd__ClientCredentials__0__SourceType="ClientSecret",
+        AzureAd__ClientCredentials__0__ClientSecret="s",
+    )
+    env[variable] = "x"
+    with pytest.raises(ConfigurationError) as info:
+        EntraConfig.from_env(env)
+    assert info.value.key == variable
+    assert variable in str(info.value) and intended in str(info.value)
+
+
+def test_unknown_and_unused_keys_are_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="entra_mw.config")
+    env = base_env(AzureAd__CallbackPath="/signin-oidc", AzureAd__SomethingElseEntirely="1")
+    EntraConfig.from_env(env)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("AzureAd__SomethingElseEntirely" in m and "not known" in m for m in messages)
+    assert any("AzureAd__CallbackPath" in m and "not used" in m for m in messages)
+    assert all("secret" not in m.lower() for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("AZUREAD__TENANTID", "not a tenant!"), ("azuread:clientid", "my-app"), ("AzureAd__Instance", "ftp://x/")],
+)
+def test_value_errors_name_the_variable_as_written(variable: str, value: str) -> None:
+    env = base_env()
+    canonical = {"azuread__tenantid": "AzureAd__TenantId", "azuread:clientid": "AzureAd__ClientId"}.get(
+        variable.lower(), variable
+    )
+    env.pop(canonical, None)
+    env[variable] = value
+    with pytest.raises(ConfigurationError) as info:
+        EntraConfig.from_env(env)
+    assert info.value.key == variable
+    assert variable in str(info.value)
+
+
+@pytest.mark.parametrize("client_id", ["my-app", "api://weather", "{11111111-2222-3333-4444-555555555555}", "1" * 32])
+def test_client_id_must_be_a_guid(client_id: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        EntraConfig(tenant_id=TENANT, client_id=client_id)
+    assert info.value.key == "client_id"
