@@ -26,7 +26,8 @@ import httpx2
 from ._config import DownstreamApi, EntraConfig
 from ._engine import EntraAuth
 from ._requirements import Requirement
-from .cli import decode_token
+from ._term import Palette
+from ._tokenview import decode_token
 from .credentials import ClientSecret
 from .errors import EntraError
 
@@ -58,6 +59,7 @@ _EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
 class _Trace:
     out: TextIO
     verbose: bool
+    palette: Palette
     names: dict[str, str] = field(default_factory=dict)
     token_requests: int = 0
     labels: list[str] = field(default_factory=list)
@@ -229,11 +231,11 @@ def _weather_api(auth: EntraAuth, required: Requirement, verdicts: list[str], tm
         thread.join(timeout=10)
 
 
-def run_demo(*, out: TextIO, verbose: bool = True) -> int:
+def run_demo(*, out: TextIO, verbose: bool = True, palette: Palette | None = None) -> int:
     """Run every flow; return 0 only if all of them worked."""
     from .testing import FakeEntra
 
-    trace = _Trace(out=out, verbose=verbose)
+    trace = _Trace(out=out, verbose=verbose, palette=palette or Palette(out, enabled=False))
     results: list[tuple[str, bool]] = []
     fake = FakeEntra()
     scn = fake.quickstart()
@@ -289,31 +291,52 @@ def run_demo(*, out: TextIO, verbose: bool = True) -> int:
                 },
             )
             agent_auth = EntraAuth(agent_config, transport=transport)
+            total = 8  # the sign-in and the seven calls below
+
+            def heading(title: str) -> None:
+                trace.say(trace.palette.bold(f"■ {len(results) + 1}/{total} {title}"))
+
+            def verdict(title: str, ok: bool, text: str) -> None:
+                mark = trace.palette.good("✓") if ok else trace.palette.bad("✗")
+                trace.say(f"  {mark} {text}")
+                trace.say("")
+                results.append((title, ok))
+
+            def step(
+                title: str,
+                action: Callable[[], httpx2.Response],
+                *,
+                expect: int = 200,
+                tokens: tuple[str, ...] = (),
+            ) -> None:
+                """Run one call; ``tokens`` are the token requests the heading promises (T1, T2, TR)."""
+                heading(title)
+                before, seen = len(verdicts), len(trace.labels)
+                try:
+                    response = action()
+                except EntraError as exc:
+                    verdict(title, False, f"failed: {type(exc).__name__}: {exc}")
+                    return
+                made = trace.labels[seen:]
+                for label in tokens:
+                    if label not in made:
+                        trace.say(f"    {label}: no request, it came from the cache (obtained in an earlier step)")
+                for line in verdicts[before:]:
+                    trace.say(f"  weather API: {line}")
+                if response.status_code != 200:
+                    challenge = response.headers.get("www-authenticate", "")
+                    trace.say(f"  weather API: refused with HTTP {response.status_code} {challenge}")
+                ok = response.status_code == expect
+                text = f"HTTP {response.status_code}" + ("" if ok else f" (expected {expect})")
+                if not tokens and made:
+                    ok = False
+                    text += f"; {len(made)} token request(s) were made, none expected"
+                verdict(title, ok, text)
+
             try:
-
-                def step(title: str, action: Callable[[], httpx2.Response], expect: int = 200) -> None:
-                    trace.say(f"■ {title}")
-                    before = len(verdicts)
-                    try:
-                        response = action()
-                    except EntraError as exc:
-                        trace.say(f"  ✗ failed: {type(exc).__name__}: {exc}")
-                        results.append((title, False))
-                        return
-                    ok = response.status_code == expect
-                    for verdict in verdicts[before:]:
-                        trace.say(f"  weather API: {verdict}")
-                    if response.status_code != 200:
-                        challenge = response.headers.get("www-authenticate", "")
-                        trace.say(f"  weather API: refused with HTTP {response.status_code} {challenge}")
-                    trace.say(
-                        f"  {'✓' if ok else '✗'} HTTP {response.status_code}" + ("" if ok else f" (expected {expect})")
-                    )
-                    trace.say("")
-                    results.append((title, ok))
-
                 # The user signs in to the chat client, which gets Tc for the agent (audience: the blueprint).
-                trace.say("■ Sign-in: alice gets Tc for the agent (the chat client's token request)")
+                title = "Sign-in: alice gets Tc for the agent (the chat client's token request)"
+                heading(title)
                 with httpx2.Client(transport=transport, timeout=10) as client:
                     reply = client.post(
                         f"{served.base_url}{scn.tenant.tenant_id}/oauth2/v2.0/token",
@@ -328,39 +351,42 @@ def run_demo(*, out: TextIO, verbose: bool = True) -> int:
                     )
                 tc = reply.json().get("access_token") if reply.status_code == 200 else None
                 if not isinstance(tc, str):
-                    trace.say(f"  ✗ sign-in failed: HTTP {reply.status_code}")
+                    verdict(title, False, f"sign-in failed: HTTP {reply.status_code}")
                     return 1
                 principal = agent_auth.validate(tc)
                 scopes = " ".join(sorted(principal.scopes))
-                trace.say(f"  ✓ the agent validated Tc: user {principal.preferred_username}, scopes [{scopes}]")
-                trace.say("")
+                verdict(title, True, f"the agent validated Tc: user {principal.preferred_username}, scopes [{scopes}]")
                 caller = agent_auth.downstream(principal, tc)
                 app_only = agent_auth.downstream()
                 step(
-                    "App-only: the blueprint calls the API with its own client credentials",
+                    "App-only: the blueprint calls the API with its own client credentials (TR)",
                     lambda: app_only.call("weather-app"),
+                    tokens=("TR",),
                 )
-                step("On-Behalf-Of: the blueprint exchanges Tc for a weather API token", lambda: caller.call("weather"))
                 step(
-                    "Autonomous agent: T1 (fmi_path) then the agent's client credentials",
+                    "On-Behalf-Of: the blueprint exchanges Tc for a weather API token (TR)",
+                    lambda: caller.call("weather"),
+                    tokens=("TR",),
+                )
+                step(
+                    "Autonomous agent: T1 (fmi_path), then the agent's client credentials (TR)",
                     lambda: app_only.for_agent(scn.agent.app_id).call("weather-app"),
+                    tokens=("T1", "TR"),
                 )
                 step(
-                    "Agent On-Behalf-Of: T1, then OBO as the agent identity with Tc",
+                    "Agent On-Behalf-Of: T1, then OBO as the agent identity with Tc (TR)",
                     lambda: caller.for_agent(scn.agent.app_id).call("weather"),
+                    tokens=("T1", "TR"),
                 )
                 step(
-                    "Agent user: T1, T2, then user_fic for the agent's user account",
+                    "Agent user: T1, T2, then user_fic for the agent's user account (TR)",
                     lambda: app_only.for_agent(scn.agent.app_id, username=scn.agent_user.upn).call("weather"),
+                    tokens=("T1", "T2", "TR"),
                 )
-                before = trace.token_requests
                 step(
                     "Cached: the same On-Behalf-Of call again (no token request expected)",
                     lambda: caller.call("weather"),
                 )
-                if trace.token_requests != before:
-                    results.append(("cache", False))
-                    trace.say(f"  ✗ {trace.token_requests - before} token request(s) were made")
 
                 def forward_tc() -> httpx2.Response:
                     with httpx2.Client(verify=trust, timeout=10) as raw:
@@ -371,11 +397,12 @@ def run_demo(*, out: TextIO, verbose: bool = True) -> int:
                     forward_tc,
                     expect=401,
                 )
+                assert len(results) == total, "the step count in the headings is out of date"
             finally:
                 agent_auth.close()
                 api_auth.close()
     passed = sum(ok for _, ok in results)
-    trace.say(
-        f"{passed} of {len(results)} steps worked; {trace.token_requests} token requests ({', '.join(trace.labels)})."
-    )
+    summary = f"{passed} of {len(results)} steps worked"
+    summary = trace.palette.good(summary) if passed == len(results) else trace.palette.bad(summary)
+    trace.say(f"{summary}; {trace.token_requests} token requests ({', '.join(trace.labels)}).")
     return 0 if results and passed == len(results) else 1
