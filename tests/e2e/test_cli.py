@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from entra_mw import EntraAuth, EntraConfig
+from entra_mw import EntraAuth, EntraConfig, Principal
 from entra_mw._emulator import EmulatorError, read_settings, run_emulator
 from entra_mw._term import Palette
 from entra_mw.cli import main
@@ -198,7 +198,7 @@ def test_emulator_settings_have_one_section_per_role(cache: Path, tmp_path: Path
 
 
 def test_emulator_default_settings_file_is_in_the_cache_dir(cache: Path) -> None:
-    with emulator(cache / "entra-mw" / "emulator.env") as (settings, out):
+    with emulator(cache / "entra-mw" / "emulator.env") as (_, out):
         assert str(cache / "entra-mw" / "emulator.env") in out.getvalue()
         code, token, err = run("token", "--user", "alice", "--scope", "Weather.Read")  # found without --env-file
         assert code == 0, err
@@ -264,7 +264,7 @@ def test_emulator_logs_each_request_without_tokens_or_secrets(cache: Path, tmp_p
         assert run("token", "--env-file", str(env_file), "--agent", "--user", "bob")[0] == 0
         assert run("token", "--env-file", str(env_file), "--user", "alice", "--scope", "Nope")[0] == 2
         log = out.getvalue()
-    assert re.search(r"token grant=password client=weather-client user=alice@\S+ scopes=api://\S+/Weather.Read → 200", log)
+    assert re.search(r"token grant=password client=weather-client user=alice@\S+ scopes=\S+/Weather.Read → 200", log)
     assert re.search(r"token grant=client_credentials client=weather-agent-blueprint user=- agent=weather-agent", log)
     assert re.search(r"token grant=jwt-bearer client=weather-agent user=bob@\S+ .* → 200", log)
     assert re.search(r"token grant=password .*/Nope → 400 invalid_scope AADSTS\d+", log)
@@ -284,23 +284,24 @@ def test_token_for_each_kind_is_accepted_by_the_protected_api(cache: Path, tmp_p
         auth = EntraAuth(EntraConfig.from_env(settings), verify=settings["SSL_CERT_FILE"])
         try:
 
-            def principal(*argv: str) -> object:
+            def principal(*argv: str) -> Principal:
                 code, out, err = run("token", "--env-file", str(env_file), *argv)
                 assert code == 0, err
                 assert out.count("\n") == 1, "the token alone on stdout"
                 return auth.validate(out.strip())
 
             user = principal("--user", "alice", "--scope", "Weather.Read")
-            assert getattr(user, "scopes") == frozenset({"Weather.Read"})  # noqa: B009
-            assert getattr(user, "preferred_username").startswith("alice@")  # noqa: B009
+            assert user.scopes == frozenset({"Weather.Read"})
+            assert (user.preferred_username or "").startswith("alice@")
             app = principal("--app", "--role", "Weather.Read.All")
-            assert getattr(app, "is_app") and "Weather.Read.All" in getattr(app, "roles")  # noqa: B009
+            assert app.is_app and "Weather.Read.All" in app.roles
             agent = principal("--agent")
-            assert getattr(agent, "is_agent") and getattr(agent, "is_app")  # noqa: B009
+            assert agent.is_agent and agent.is_app
             agent_obo = principal("--agent", "--user", "alice", "--scope", "Weather.Read")
-            assert getattr(agent_obo, "is_agent") and getattr(agent_obo, "preferred_username").startswith("alice@")  # noqa: B009
+            assert agent_obo.is_agent
+            assert (agent_obo.preferred_username or "").startswith("alice@")
             agent_user = principal("--agent", "--agent-user")
-            assert getattr(agent_user, "preferred_username").startswith("weather-agent@")  # noqa: B009
+            assert (agent_user.preferred_username or "").startswith("weather-agent@")
         finally:
             auth.close()
         code, out, err = run("token", "--env-file", str(env_file), "--app", "--role", "Weather.Write.All")
@@ -313,7 +314,9 @@ def test_token_for_each_kind_is_accepted_by_the_protected_api(cache: Path, tmp_p
 def test_token_decode_shows_claims_not_the_token(cache: Path, tmp_path: Path) -> None:
     env_file = tmp_path / "emu.env"
     with emulator(env_file):
-        code, out, _ = run("token", "--env-file", str(env_file), "--user", "bob", "--scope", "Weather.Write", "--decode")
+        code, out, _ = run(
+            "token", "--env-file", str(env_file), "--user", "bob", "--scope", "Weather.Write", "--decode"
+        )
     assert code == 0
     data = json.loads(out)
     assert data["claims"]["scp"] == "Weather.Write"
