@@ -519,7 +519,7 @@ class Report:
             "and encoding (about 0.8 µs), and the lifetime, audience, issuer and key-issuer rules with the cache "
             "insert (about 3 µs). The decoding and parsing are C code already; dropping the duplicate-name and "
             "depth checks would reach only about 1.7 times the verify, so the 1.6 times target is not met "
-            "without weakening the hardening DESIGN §3 asks for, and the checks stay."
+            "without weakening the hardening described in validation.md, and the checks stay."
         )
         return "\n\n".join(parts)
 

@@ -65,7 +65,10 @@ examples:
 def _cmd_decode(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ._tokenview import describe_token
 
-    raw = sys.stdin.read() if args.token == "-" else args.token
+    try:
+        raw = sys.stdin.read() if args.token == "-" else args.token
+    except UnicodeDecodeError:
+        raise CommandError("standard input is not text: a token is ASCII") from None
     raw = raw.strip()
     if raw[:7].lower() == "bearer ":
         raw = raw[7:].strip()
@@ -88,8 +91,13 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ) from None
     from ._demo import run_demo
     from ._term import Palette
+    from .errors import EntraError
 
-    return run_demo(out=out, verbose=not args.quiet, palette=Palette(out))
+    try:
+        return run_demo(out=out, verbose=not args.quiet, palette=Palette(out))
+    except (EntraError, OSError, RuntimeError) as exc:
+        # The demo's own servers could not start, or the embedded FakeEntra refused: say so in one line.
+        raise CommandError(f"the demo stopped: {type(exc).__name__}: {exc}") from None
 
 
 def _cmd_emulator(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -99,6 +107,8 @@ def _cmd_emulator(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return run_emulator(port=args.port, env_file=args.env_file, seed=args.seed, out=out)
     except EmulatorError as exc:
         raise CommandError(str(exc)) from None
+    except OSError as exc:  # TLS material or sockets failing in a way the emulator does not name itself
+        raise CommandError(f"{type(exc).__name__}: {exc.strerror or exc}") from None
 
 
 def _cmd_token(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
