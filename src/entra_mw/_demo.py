@@ -77,6 +77,13 @@ class _Trace:
             return f"{value} ({self.names[value]})"
         return json.dumps(value) if not isinstance(value, str) else value
 
+    def label_ids(self, text: str) -> str:
+        """``text`` with each known GUID followed by what it is: ``3087a41e-… (agent identity)``."""
+        for value, what in self.names.items():
+            if len(value) == 36 and value in text:
+                text = text.replace(value, f"{value} ({what})")
+        return text
+
     def claims(self, token: str, indent: str = "        ") -> None:
         try:
             header, claims = decode_token(token)
@@ -292,6 +299,7 @@ def run_demo(*, out: TextIO, verbose: bool = True, palette: Palette | None = Non
             )
             agent_auth = EntraAuth(agent_config, transport=transport)
             total = 8  # the sign-in and the seven calls below
+            obtained: dict[str, int] = {}  # token kind → the step that requested it first
 
             def heading(title: str) -> None:
                 trace.say(trace.palette.bold(f"■ {len(results) + 1}/{total} {title}"))
@@ -318,11 +326,15 @@ def run_demo(*, out: TextIO, verbose: bool = True, palette: Palette | None = Non
                     verdict(title, False, f"failed: {type(exc).__name__}: {exc}")
                     return
                 made = trace.labels[seen:]
+                number = len(results) + 1
+                for label in made:
+                    obtained.setdefault(label, number)
                 for label in tokens:
                     if label not in made:
-                        trace.say(f"    {label}: no request, it came from the cache (obtained in an earlier step)")
+                        where = f" in step {obtained[label]}" if label in obtained else " earlier"
+                        trace.say(f"    {label}: no request; the {label} obtained{where} came from the cache")
                 for line in verdicts[before:]:
-                    trace.say(f"  weather API: {line}")
+                    trace.say(f"  weather API: {trace.label_ids(line)}")
                 if response.status_code != 200:
                     challenge = response.headers.get("www-authenticate", "")
                     trace.say(f"  weather API: refused with HTTP {response.status_code} {challenge}")

@@ -1,8 +1,9 @@
 """``entra-mw emulator``: FakeEntra over HTTPS on loopback, for apps in any language during local development.
 
 The emulator's directory is derived from a seed (default ``entra-mw``): tenant, app ids, user ids and secrets are
-the same on every start with the same seed, and its TLS CA is kept in the user's cache directory, so an app
-configured once keeps working across restarts. The settings an app needs are written to a file (owner-only, never
+the same on every start with the same seed, and its TLS CA and token-signing key are kept in the user's cache
+directory (random, owner-only), so an app configured once, and the tokens it was given, keep working across
+restarts. The settings an app needs are written to a file (owner-only, never
 through a symlink) that ``entra-mw token`` also reads. Each token or metadata request is logged as one line
 (grant, client, user, scopes, result), never with a token, an assertion or a secret.
 """
@@ -315,6 +316,31 @@ def _tls(folder: Path) -> _Tls:
     return _Tls(ca_file=folder / "ca.pem", bundle_file=bundle, context=context)
 
 
+def _signing_key(folder: Path) -> Any:
+    """The emulator's token-signing key, kept with the CA, so tokens and cached keys outlive a restart."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from .testing._keys import SigningKey, fresh_rsa_key, private_key_pem, self_signed_cert, thumbprints
+
+    key_path, cert_path = folder / "signing-key.pem", folder / "signing-cert.pem"
+    key: Any = None
+    cert: Any = None
+    with contextlib.suppress(OSError, ValueError):
+        key = serialization.load_pem_private_key(_read_private(key_path), password=None)
+        cert = x509.load_pem_x509_certificate(_read_private(cert_path))
+        if not isinstance(key, rsa.RSAPrivateKey) or cert.public_key() != key.public_key():
+            key = None
+    if key is None or cert is None:
+        key = fresh_rsa_key()
+        cert = self_signed_cert(key, "accounts.accesscontrol.windows.net", days=730)
+        _write_private(key_path, private_key_pem(key), what="signing key")
+        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), what="signing certificate")
+    x5t, _ = thumbprints(cert)  # Entra's kid is the certificate's x5t
+    return SigningKey(private_key=key, certificate=cert, kid=x5t, x5t=x5t)
+
+
 # -- the request log -----------------------------------------------------------------------------------------------
 
 
@@ -377,13 +403,20 @@ class _RequestLog:
             self._out.flush()
 
 
-def _logging_fake(log_out: TextIO, palette: Palette) -> FakeEntra:
+def _emulated_fake(log_out: TextIO, palette: Palette, signing_key: Any) -> FakeEntra:
     from .testing import FakeEntra
 
     class _EmulatedEntra(FakeEntra):
-        """FakeEntra whose served requests are logged as they are answered."""
+        """FakeEntra whose served requests are logged as they are answered, signing with a kept key."""
 
         log: _RequestLog
+
+        def keep_signing_key(self, key: Any) -> None:
+            # FakeEntra makes a new signing key per instance; the emulator signs with the one it keeps instead.
+            with self.lock:
+                self._keys = [key]
+                self._current = key
+                self._known = {key.kid: key}
 
         def _plan(self, request: httpx2.Request) -> Any:
             plan = super()._plan(request)
@@ -399,6 +432,7 @@ def _logging_fake(log_out: TextIO, palette: Palette) -> FakeEntra:
 
     fake = _EmulatedEntra()
     fake.log = _RequestLog(fake, log_out, palette)
+    fake.keep_signing_key(signing_key)
     return fake
 
 
@@ -535,7 +569,7 @@ def run_emulator(
         _private_dir(path.parent)
     folder = _private_dir(cache_dir() / "emulator" / hashlib.sha256(seed.encode()).hexdigest()[:16])
     tls = _tls(folder)
-    fake = _logging_fake(out, paint)
+    fake = _emulated_fake(out, paint, _signing_key(folder))
     directory = build_directory(fake, seed)
     with _serving(fake, tls.context, port) as bound:
         base_url = f"https://127.0.0.1:{bound}/"

@@ -78,7 +78,7 @@ def test_demo_runs_every_flow_and_prints_no_token() -> None:
         assert label in text
     # The agent On-Behalf-Of heading names T1; the demo says that T1 came from the cache there.
     agent_obo = text.split("Agent On-Behalf-Of", 1)[1].split("■", 1)[0]
-    assert "T1: no request, it came from the cache" in agent_obo
+    assert "T1: no request; the T1 obtained in step 4 came from the cache" in agent_obo
     assert "T1 (" not in agent_obo
     assert "xms_par_app_azp" in text
     assert "signature: <elided>" in text
@@ -217,6 +217,19 @@ def test_emulator_is_the_same_after_a_restart(cache: Path, tmp_path: Path) -> No
     with emulator(tmp_path / "other.env", seed="another") as (other, _):
         assert other["AzureAd__TenantId"] != first["AzureAd__TenantId"]
         assert other["ENTRA_EMULATOR_CLIENT_SECRET"] != first["ENTRA_EMULATOR_CLIENT_SECRET"]
+
+
+def test_a_token_from_before_a_restart_is_still_accepted(cache: Path, tmp_path: Path) -> None:
+    env_file = tmp_path / "emu.env"
+    with emulator(env_file) as (settings, _):
+        code, token, _ = run("token", "--env-file", str(env_file), "--user", "alice", "--scope", "Weather.Read")
+        assert code == 0
+    with emulator(env_file) as (settings, _):
+        auth = EntraAuth(EntraConfig.from_env(settings), verify=settings["SSL_CERT_FILE"])
+        try:
+            assert auth.validate(token.strip()).scopes == frozenset({"Weather.Read"})
+        finally:
+            auth.close()
 
 
 def test_emulator_refuses_a_symlinked_settings_file(cache: Path, tmp_path: Path) -> None:
