@@ -55,7 +55,8 @@ DEFAULT_SEED: Final = "entra-mw"
 DEFAULT_PORT: Final = 44321
 USER_PASSWORD: Final = "P@ssw0rd!"
 _SETTINGS_MAX_BYTES: Final = 64 * 1024
-_EXCHANGE_SCOPE: Final = "api://AzureADTokenExchange/.default"
+_O_NOFOLLOW: Final[int] = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK: Final[int] = getattr(os, "O_NONBLOCK", 0)
 
 
 class EmulatorError(Exception):
@@ -87,7 +88,8 @@ def _private_dir(path: Path) -> Path:
 
 def _write_private(path: Path, data: bytes, *, what: str) -> None:
     """Write ``data`` to ``path`` with mode 0600, refusing symlinks and anything that is not a regular file."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    # O_NOFOLLOW: never write through a symlink planted at the path; O_NONBLOCK: a FIFO there fails, not hangs.
+    flags = os.O_WRONLY | os.O_CREAT | _O_NOFOLLOW | _O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
@@ -99,7 +101,8 @@ def _write_private(path: Path, data: bytes, *, what: str) -> None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise EmulatorError(f"refusing to write the {what} to {path}: not a regular file")
-        os.fchmod(fd, 0o600)  # the mode argument of open applies only when the file is created
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # the mode argument of open applies only when the file is created
         os.ftruncate(fd, 0)
         view = memoryview(data)
         while view:
@@ -111,7 +114,7 @@ def _write_private(path: Path, data: bytes, *, what: str) -> None:
 
 
 def _read_private(path: Path, *, limit: int = _SETTINGS_MAX_BYTES) -> bytes:
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -271,6 +274,22 @@ def _load_or_make_ca(folder: Path) -> tuple[Any, Any]:
     _write_private(key_path, private_key_pem(key), what="CA key")
     _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), what="CA certificate")
     return key, cert
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold the folder's lock file, so two emulators starting together make one CA and one signing key."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, the last writer wins
+        yield
+        return
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _tls(folder: Path) -> _Tls:
@@ -445,7 +464,7 @@ def _value(text: str) -> str:
 
 def settings_text(directory: Directory, *, base_url: str, ca_bundle: Path, ca_file: Path) -> str:
     d = directory
-    users = " ".join(u.upn for u in d.users)
+    users = ",".join(u.upn for u in d.users)
 
     def kv(name: str, value: str | Path) -> str:
         return f"{name}={_value(str(value))}"
@@ -477,7 +496,7 @@ def settings_text(directory: Directory, *, base_url: str, ca_bundle: Path, ca_fi
         "# AzureAd__ClientId=$ENTRA_EMULATOR_CLIENT_ID and the secret below.",
         kv("ENTRA_EMULATOR_CLIENT_ID", d.client.app_id),
         kv("ENTRA_EMULATOR_CLIENT_SECRET", d.client_secret),
-        kv("ENTRA_EMULATOR_USERS", users),
+        kv("ENTRA_EMULATOR_USERS", users),  # comma-separated, so that no quoting is needed
         kv("ENTRA_EMULATOR_USER_PASSWORD", d.password),
         "",
         "# -- The agent blueprint (weather-agent-blueprint): an app that acts as agent identities ------------------",
@@ -568,8 +587,13 @@ def run_emulator(
     if env_file is None:
         _private_dir(path.parent)
     folder = _private_dir(cache_dir() / "emulator" / hashlib.sha256(seed.encode()).hexdigest()[:16])
-    tls = _tls(folder)
-    fake = _emulated_fake(out, paint, _signing_key(folder))
+    try:
+        with _locked(folder):
+            tls = _tls(folder)
+            signing_key = _signing_key(folder)
+    except OSError as exc:
+        raise EmulatorError(f"cannot use the emulator's cache directory {folder}: {exc.strerror or exc}") from None
+    fake = _emulated_fake(out, paint, signing_key)
     directory = build_directory(fake, seed)
     with _serving(fake, tls.context, port) as bound:
         base_url = f"https://127.0.0.1:{bound}/"

@@ -75,7 +75,7 @@ def target_from_settings(path: Path | None) -> Target:
         blueprint_secret=_required(s, "ENTRA_EMULATOR_BLUEPRINT_SECRET", where),
         agent_id=_required(s, "ENTRA_EMULATOR_AGENT_ID", where),
         agent_user=_required(s, "ENTRA_EMULATOR_AGENT_USER", where),
-        users=tuple(_required(s, "ENTRA_EMULATOR_USERS", where).split()),
+        users=tuple(u for u in _required(s, "ENTRA_EMULATOR_USERS", where).replace(",", " ").split()),
         password=_required(s, "ENTRA_EMULATOR_USER_PASSWORD", where),
         ca_file=s.get("ENTRA_EMULATOR_CA_FILE") or s.get("SSL_CERT_FILE"),
     )

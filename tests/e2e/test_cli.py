@@ -86,6 +86,13 @@ def test_demo_runs_every_flow_and_prints_no_token() -> None:
     assert JWT.search(text) is None, "a token was printed"
 
 
+def test_demo_does_not_import_the_command_line_module() -> None:
+    import subprocess
+
+    code = "import sys, entra_mw._demo; sys.exit('entra_mw.cli' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
 def test_demo_without_the_demo_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # what `import uvicorn` sees when it is not installed
     code, out, err = run("demo")
