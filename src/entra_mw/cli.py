@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -249,6 +250,11 @@ def _port(text: str) -> int:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run ``entra-mw``; returns the exit code (2 for an expected failure, reported as one line)."""
     stdout, stderr = out or sys.stdout, err or sys.stderr
+    for name in ("entra_mw", "msal"):
+        # Without a handler anywhere, Python prints warnings to stderr; the command's one line says it all.
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -5,6 +5,7 @@ import io
 import json
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -87,8 +88,6 @@ def test_demo_runs_every_flow_and_prints_no_token() -> None:
 
 
 def test_demo_does_not_import_the_command_line_module() -> None:
-    import subprocess
-
     code = "import sys, entra_mw._demo; sys.exit('entra_mw.cli' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
@@ -353,6 +352,15 @@ def test_token_without_an_emulator_is_one_line(cache: Path, tmp_path: Path) -> N
     code, out, err = run("token", "--env-file", str(env_file), "--user", "alice")
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "does not answer" in err and "is `entra-mw emulator` running?" in err
+    for kind in ("--app", "--agent"):  # through the library's acquisition, in a process of its own (no log capture)
+        done = subprocess.run(
+            [sys.executable, "-m", "entra_mw.cli", "token", "--env-file", str(env_file), kind],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.count("\n") == 1 and "is `entra-mw emulator` running" in done.stderr, done.stderr
 
 
 def test_token_in_process_needs_no_emulator(cache: Path) -> None:
