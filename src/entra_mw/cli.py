@@ -125,8 +125,11 @@ def _cmd_token(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise CommandError("--agent-user needs --agent")
     if args.agent and args.user and args.agent_user:
         raise CommandError("--agent takes either --user (On-Behalf-Of) or --agent-user, not both")
-    if args.roles and not (args.app or (args.agent and not args.user and not args.agent_user)):
+    app_only = args.app or (args.agent and not args.user and not args.agent_user)
+    if args.roles and not app_only:
         raise CommandError("--role applies to app-only tokens (--app, or --agent alone); users get --scope")
+    if args.scopes and app_only:
+        raise CommandError("--scope applies to tokens for a user; an app-only token carries its granted --role(s)")
     mode: Mode
     if args.agent:
         mode = "agent"

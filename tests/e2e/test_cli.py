@@ -380,6 +380,7 @@ def test_token_in_process_needs_no_emulator(cache: Path) -> None:
         (["token", "--app", "--user", "alice"], "--app"),
         (["token", "--agent-user"], "--agent-user needs --agent"),
         (["token", "--user", "alice", "--role", "X"], "--role applies to app-only tokens"),
+        (["token", "--agent", "--scope", "Weather.Read"], "--scope applies to tokens for a user"),
     ],
 )
 def test_token_argument_mistakes_are_one_line(argv: list[str], says: str) -> None:
