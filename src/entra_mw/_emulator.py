@@ -113,8 +113,9 @@ def _write_private(path: Path, data: bytes, *, what: str) -> None:
         os.close(fd)
 
 
-def _read_private(path: Path, *, limit: int = _SETTINGS_MAX_BYTES) -> bytes:
-    flags = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+def _read_private(path: Path, *, limit: int = _SETTINGS_MAX_BYTES, follow: bool = False) -> bytes:
+    """At most ``limit`` bytes of a regular file (never a FIFO or a device), through a symlink only if ``follow``."""
+    flags = os.O_RDONLY | (0 if follow else _O_NOFOLLOW) | _O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -514,7 +515,7 @@ def settings_text(directory: Directory, *, base_url: str, ca_bundle: Path, ca_fi
 def read_settings(path: Path) -> dict[str, str]:
     """Parse an emulator settings file (``NAME=value`` lines, ``#`` comments, shell quoting)."""
     try:
-        raw = _read_private(path)
+        raw = _read_private(path, follow=True)  # a settings file the user linked elsewhere is fine to read
     except FileNotFoundError:
         raise EmulatorError(
             f"no emulator settings at {path}: start one with `entra-mw emulator` (or pass --env-file)"
