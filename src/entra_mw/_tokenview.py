@@ -14,6 +14,10 @@ _PARTS = ("header", "payload")
 _TIME_CLAIMS = ("iat", "nbf", "exp")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _segment(segment: str, index: int) -> dict[str, Any]:
     where = f"the {_PARTS[index]} (part {index + 1} of 3)"
     if not segment:
@@ -23,8 +27,9 @@ def _segment(segment: str, index: int) -> dict[str, Any]:
     except (ValueError, UnicodeError, binascii.Error):
         raise ValueError(f"{where} is not base64url") from None
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeError):
+        # NaN and Infinity are not JSON (RFC 8259); refusing them keeps the output readable by jq.
+        value = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeError, RecursionError):
         raise ValueError(f"{where} is not JSON") from None
     if not isinstance(value, dict):
         raise ValueError(f"{where} is JSON but not an object")

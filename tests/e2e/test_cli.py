@@ -127,6 +127,7 @@ def test_decode_writes_json_to_stdout_and_the_warning_to_stderr(fake_entra: Fake
         ("eyJhbGciOiJub25lIn0.W10.x", "the payload (part 2 of 3) is JSON but not an object"),
         ("eyJhbGciOiJub25lIn0.bm90IGpzb24.x", "the payload (part 2 of 3) is not JSON"),
         ("eyJhbGciOiJub25lIn0..x", "the payload (part 2 of 3) is empty"),
+        ("eyJhbGciOiJub25lIn0.eyJleHAiOk5hTn0.x", "the payload (part 2 of 3) is not JSON"),  # {"exp":NaN}
     ],
 )
 def test_decode_bad_input_says_which_part(bad: str, says: str) -> None:
