@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
+from ._http import is_loopback_host
 from ._ids import DOMAIN, META_TENANTS, SUPPORTED_ALGORITHMS, is_guid
 from .credentials import (
     CREDENTIAL_TYPES,
@@ -135,7 +136,8 @@ class EntraConfig:
     ``algorithms`` (RS256 only by default), ``allow_acl_authorization`` (accept tokens with neither ``scp`` nor
     ``roles``; off by default, IDW10201), ``extra_query_parameters`` (added to the metadata address, e.g.
     ``{"appid": client_id}`` for app-specific signing keys), ``max_token_bytes``, JWKS refresh timings and the
-    validated-token cache size and lifetime cap.
+    validated-token cache size and lifetime cap. ``allow_insecure_http``: fetch metadata and keys over plain
+    ``http://``; only for a loopback ``instance`` (a local emulator), refused for any other host.
 
     Acquisition: ``credentials`` (tried in order), ``send_x5c``, ``downstream_apis``, the token cache (L1 size,
     optional Redis ``redis_url``, key prefix and encryption key), ``token_refresh_margin`` and retry limits.
@@ -157,6 +159,8 @@ class EntraConfig:
     jwks_unknown_kid_cache_size: int = 1024
     validated_token_cache_size: int = 10_000
     validated_token_cache_ttl: float = 300.0
+    #: Plain-http metadata and keys: for a loopback ``instance`` only (refused otherwise). Off by default.
+    allow_insecure_http: bool = False
     # Acquisition
     credentials: Sequence[Credential] = ()
     send_x5c: bool = False
@@ -205,6 +209,14 @@ class EntraConfig:
         if not instance.endswith("/"):
             instance += "/"
         object.__setattr__(self, "instance", instance)
+        if not isinstance(self.allow_insecure_http, bool):
+            raise ConfigurationError("allow_insecure_http must be True or False", key="allow_insecure_http")
+        if self.allow_insecure_http and not is_loopback_host(parts.hostname):
+            raise ConfigurationError(
+                "allow_insecure_http is only for a loopback instance (127.0.0.1, ::1, localhost), "
+                f"got {parts.hostname!r}",
+                key="allow_insecure_http",
+            )
         object.__setattr__(self, "audiences", _str_tuple(self.audiences, "audiences"))
         object.__setattr__(self, "valid_issuers", _str_tuple(self.valid_issuers, "valid_issuers"))
         if self.allowed_tenants is not None:

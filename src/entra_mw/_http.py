@@ -4,27 +4,89 @@ through the pooled httpx2 clients built here. Tests inject FakeEntra's transport
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import ssl
 import threading
 from typing import Final
+from urllib.parse import urlsplit
 
 import httpx2
 
 from .errors import ConfigurationError
 
-__all__ = ["DEFAULT_TIMEOUT", "HttpSeam", "USER_AGENT"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "USER_AGENT",
+    "HttpSeam",
+    "TrustStoreError",
+    "is_loopback_host",
+    "tls_verification_failed",
+]
 
 DEFAULT_TIMEOUT: Final = httpx2.Timeout(10.0, connect=5.0)
 USER_AGENT: Final = "entra-mw"
 
 
+class TrustStoreError(httpx2.ConnectError):
+    """The CA bundle (``verify=`` path or ``SSL_CERT_FILE``) cannot be loaded, so no TLS connection can be
+    verified. A transport error, so every caller already answers it as the provider being unreachable."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``; brackets allowed)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_verification_failed(exc: BaseException) -> bool:
+    """Whether a transport error was a server certificate that failed verification."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _ssl_context(verify: ssl.SSLContext | str | bool, trust_env: bool) -> ssl.SSLContext | bool:
+    """What httpx2 gets as ``verify``, built here so that a CA file that is missing or unreadable is a
+    :class:`TrustStoreError` naming it, not a ``FileNotFoundError`` from deep inside the client."""
+    if isinstance(verify, ssl.SSLContext) or verify is False:
+        return verify
+    if isinstance(verify, str):
+        cafile: str | None = verify
+        source = "verify="
+    else:
+        cafile = os.environ.get("SSL_CERT_FILE") if trust_env else None
+        source = "SSL_CERT_FILE="
+    try:
+        if cafile:
+            return ssl.create_default_context(cafile=cafile)
+        return httpx2.create_ssl_context(verify=True, trust_env=trust_env)
+    except FileNotFoundError:
+        raise TrustStoreError(f"CA file is missing: {source}{cafile!r}") from None
+    except (OSError, ssl.SSLError) as exc:
+        where = f"{source}{cafile!r}" if cafile else "the system trust store"
+        raise TrustStoreError(f"CA file cannot be loaded: {where} ({type(exc).__name__})") from None
+
+
 class HttpSeam:
     """Lazily built, pooled sync and async httpx2 clients for one engine.
 
-    ``transport``/``async_transport`` replace the network (FakeEntra's, or an ``httpx2.MockTransport``). When either
-    is injected, plain ``http://`` URLs are allowed (a test transport never leaves the process); otherwise every URL
-    must be ``https://``. Redirects are never followed: metadata, keys and token endpoints must answer directly
-    (a redirect there is an attack or a misconfiguration, DESIGN §2).
+    ``transport``/``async_transport`` replace the network (FakeEntra's, or an ``httpx2.MockTransport``). Whether or
+    not one is injected, :meth:`check_url` allows plain ``http://`` only to loopback hosts (the key store further
+    requires ``EntraConfig.allow_insecure_http``). Redirects are never followed: metadata, keys and token
+    endpoints must answer directly (a redirect there is an attack or a misconfiguration, DESIGN §2). The TLS
+    context is built with the first client, so a missing CA file surfaces as a :class:`TrustStoreError` on use
+    (answered as the provider being unreachable), never as an exception at construction.
     """
 
     def __init__(
@@ -38,10 +100,8 @@ class HttpSeam:
         self._transport = transport
         self._async_transport = async_transport
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx2.Timeout(timeout)
-        # A CA file path becomes an SSLContext: httpx2 deprecates passing a path as ``verify``.
-        self._verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-        )
+        # A CA file path becomes an SSLContext when the first client is built (httpx2 deprecates a path).
+        self._verify = verify
         self._lock = threading.Lock()
         self._client: httpx2.Client | None = None
         self._aclient: httpx2.AsyncClient | None = None
@@ -52,9 +112,22 @@ class HttpSeam:
         return self._transport is not None or self._async_transport is not None
 
     def check_url(self, url: str, *, what: str) -> None:
-        """Refuse non-https URLs unless a test transport is injected."""
-        if not url.startswith("https://") and not (self.injected and url.startswith("http://")):
+        """Refuse URLs that are neither https nor http to a loopback host (an injected transport changes
+        nothing: a production transport with a proxy is injected too)."""
+        if url.startswith("https://"):
+            return
+        try:
+            host = urlsplit(url).hostname if url.startswith("http://") else None
+        except ValueError:
+            host = None
+        if host is None or not is_loopback_host(host):
             raise ConfigurationError(f"{what} must be an https:// URL, got {url!r}", key=what)
+
+    def _verify_for(self, transport: object) -> ssl.SSLContext | bool:
+        if transport is not None:
+            # An injected transport makes its own connections: the client's TLS settings are never used.
+            return True if isinstance(self._verify, str) else self._verify
+        return _ssl_context(self._verify, True)
 
     @property
     def client(self) -> httpx2.Client:
@@ -68,7 +141,7 @@ class HttpSeam:
                         timeout=self._timeout,
                         follow_redirects=False,
                         trust_env=self._transport is None,
-                        verify=self._verify,
+                        verify=self._verify_for(self._transport),
                         headers={"User-Agent": USER_AGENT},
                     )
         return client
@@ -85,7 +158,7 @@ class HttpSeam:
                         timeout=self._timeout,
                         follow_redirects=False,
                         trust_env=self._async_transport is None,
-                        verify=self._verify,
+                        verify=self._verify_for(self._async_transport),
                         headers={"User-Agent": USER_AGENT},
                     )
         return aclient

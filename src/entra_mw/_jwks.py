@@ -3,8 +3,14 @@
 What it guarantees (DESIGN §5, spec §4.1 and §4.5):
 
 * keys come only from the configured v2 metadata's ``jwks_uri`` (``ExtraQueryParameters`` such as
-  ``?appid=`` select app-specific keys); https only unless a test transport is injected; no redirects;
-  documents capped at 1 MiB;
+  ``?appid=`` select app-specific keys); every address the metadata supplies (``jwks_uri``,
+  ``token_endpoint``) must be on the configured instance's scheme, host and port, or on another login host of
+  the same cloud (its instance-discovery aliases), and carry no userinfo; otherwise the refresh fails closed;
+* https only; plain http only with ``EntraConfig.allow_insecure_http`` (which only a loopback instance may
+  set); no redirects; documents capped at 1 MiB; a missing CA file or a certificate that fails verification is
+  logged as such;
+* RSA keys only, with a 2048-8192 bit modulus and public exponent 65537; a key's ``alg`` is kept, and a token
+  signed with another algorithm is refused (RFC 8725 §3.1);
 * automatic refresh every ``jwks_refresh_interval`` (12 h); an unknown ``kid`` triggers a refresh at most
   once per ``jwks_refresh_cooldown`` (5 min; the first is immediate, as Wilson's ``RequestRefresh``), and a
   bounded LRU negative cache answers repeated unknown kids without taking a lock;
@@ -36,19 +42,30 @@ from collections import OrderedDict
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
 from ._config import META_TENANTS, EntraConfig
+from ._http import TrustStoreError, is_loopback_host, tls_verification_failed
 from .errors import ConfigurationError, InvalidToken, ProviderUnavailable
 
 if TYPE_CHECKING:
     from ._clock import Clock
     from ._http import HttpSeam
 
-__all__ = ["MAX_DOCUMENT_BYTES", "KeySet", "KeyStore", "SigningKey", "parse_jwks", "parse_metadata"]
+__all__ = [
+    "CLOUD_ALIASES",
+    "MAX_DOCUMENT_BYTES",
+    "KeySet",
+    "KeyStore",
+    "SigningKey",
+    "parse_jwks",
+    "parse_metadata",
+    "pinned_url_problem",
+]
 
 logger = logging.getLogger("entra_mw.jwks")
 
@@ -57,6 +74,9 @@ _MAX_KEYS: Final = 100
 _MAX_URL: Final = 2048
 _MIN_MODULUS_BITS: Final = 2048
 _MAX_MODULUS_BITS: Final = 8192
+# The exponent every real RSA signing key uses (F4). Others are either tiny (e=3: the Bleichenbacher-style
+# signature forgeries against lax PKCS#1 v1.5 verifiers) or odd choices that only an attacker's JWKS would hold.
+_RSA_EXPONENT: Final = 65537
 _FAILURE_BACKOFF: Final = 1.0
 _POLL_INTERVAL: Final = 0.005
 _KEY_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
@@ -64,6 +84,14 @@ _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 _GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UNSAFE_URL: Final = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
 TENANT_PLACEHOLDER: Final = "{tenantid}"
+#: The login hosts of each Microsoft cloud, as Entra's instance discovery lists them as aliases of one another
+#: (``/common/discovery/instance``). A metadata address may move between hosts of one group, never elsewhere.
+CLOUD_ALIASES: Final = (
+    frozenset({"login.microsoftonline.com", "login.windows.net", "login.microsoft.com", "sts.windows.net"}),
+    frozenset({"login.partner.microsoftonline.cn", "login.chinacloudapi.cn"}),
+    frozenset({"login.microsoftonline.us", "login.usgovcloudapi.net"}),
+)
+_DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +102,8 @@ class SigningKey:
     kid: str
     public_key: RSAPublicKey
     issuer: str | None = None
+    #: The key's ``alg`` as published; ``None`` when the JWKS entry has none (Entra's do not).
+    alg: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,14 +159,72 @@ def _safe_url(value: object, what: str) -> str:
     return value
 
 
-def parse_metadata(body: bytes) -> tuple[str, str | None]:
-    """``(jwks_uri, issuer)`` from an OpenID configuration document; raises ``_BadDocument``."""
+def parse_metadata(body: bytes, instance: str | None = None) -> tuple[str, str | None]:
+    """``(jwks_uri, issuer)`` from an OpenID configuration document; raises ``_BadDocument``.
+
+    With ``instance``, ``jwks_uri`` and ``token_endpoint`` (when present) must pass
+    :func:`pinned_url_problem` for it.
+    """
     doc = _json_object(body, "metadata")
     jwks_uri = _safe_url(doc.get("jwks_uri"), "jwks_uri")
     issuer = doc.get("issuer")
     if issuer is not None:
         issuer = _safe_url(issuer, "issuer")
+    if instance is not None:
+        pinned = {"jwks_uri": jwks_uri}
+        token_endpoint = doc.get("token_endpoint")
+        if token_endpoint is not None:
+            pinned["token_endpoint"] = _safe_url(token_endpoint, "token_endpoint")
+        for name, url in pinned.items():
+            problem = pinned_url_problem(url, instance)
+            if problem is not None:
+                raise _BadDocument(f"metadata {name} {url[:200]!r} refused: {problem}")
     return jwks_uri, issuer
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an absolute http(s) URL as both ``urllib`` and httpx2 (which fetches it)
+    read it, or ``None`` when it has userinfo, a backslash, no host, or the two parsers disagree."""
+    if "\\" in url:
+        return None
+    try:
+        split = urlsplit(url)
+        split_port = split.port
+        fetched = httpx2.URL(url)
+    except (ValueError, httpx2.InvalidURL):
+        return None
+    scheme = split.scheme.lower()
+    host = (split.hostname or "").lower()
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not host
+        or "@" in split.netloc
+        or fetched.userinfo
+        or fetched.scheme != scheme
+        or fetched.host.lower() != host
+        or fetched.port != split_port
+    ):
+        return None
+    return scheme, host, split_port if split_port is not None else _DEFAULT_PORTS[scheme]
+
+
+def pinned_url_problem(url: str, instance: str) -> str | None:
+    """Why ``url`` (taken from a metadata document) may not be fetched for ``instance``, or ``None`` if it may.
+
+    It must be an absolute http(s) URL without userinfo whose scheme, host and port equal the instance's, or
+    an https URL on the default port of another login host of the instance's cloud (:data:`CLOUD_ALIASES`).
+    """
+    origin = _origin(url)
+    if origin is None:
+        return "not an absolute URL without userinfo"
+    home = _origin(instance)
+    if home is None or origin == home:
+        return None if home is not None else "the instance is not a plain URL"
+    scheme, host, port = origin
+    same_cloud = any(host in group and home[1] in group for group in CLOUD_ALIASES)
+    if same_cloud and scheme == "https" and port == 443 and home[0] == "https" and home[2] == 443:
+        return None
+    return f"not on the configured instance {home[0]}://{home[1]}:{home[2]}"
 
 
 def _b64uint(value: object) -> int | None:
@@ -157,7 +245,8 @@ def _short_str(value: object) -> str | None:
 
 
 def parse_jwks(body: bytes) -> dict[str, SigningKey]:
-    """The usable keys of a JWKS document (RSA, ``use`` sig or absent, 2048-8192 bit modulus), by ``kid``.
+    """The usable keys of a JWKS document (RSA, ``use`` sig or absent, ``alg`` an RSA signature algorithm or
+    absent, 2048-8192 bit modulus, exponent 65537), by ``kid``.
 
     Keys that are not usable are skipped; a document with none raises ``_BadDocument``.
     """
@@ -169,8 +258,8 @@ def parse_jwks(body: bytes) -> dict[str, SigningKey]:
     for jwk in entries[:_MAX_KEYS]:
         if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
             continue
-        alg = jwk.get("alg", "RS256")
-        if jwk.get("use", "sig") != "sig" or not isinstance(alg, str) or alg not in _KEY_ALGS:
+        alg = jwk.get("alg")
+        if jwk.get("use", "sig") != "sig" or (alg is not None and (not isinstance(alg, str) or alg not in _KEY_ALGS)):
             continue
         kid = _short_str(jwk.get("kid"))
         if kid is None or kid in out:
@@ -179,7 +268,8 @@ def parse_jwks(body: bytes) -> dict[str, SigningKey]:
         e = _b64uint(jwk.get("e"))
         if n is None or e is None or not (_MIN_MODULUS_BITS <= n.bit_length() <= _MAX_MODULUS_BITS):
             continue
-        if e < 3 or e.bit_length() > 64 or not e & 1:
+        if e != _RSA_EXPONENT:
+            logger.warning("signing key dropped kid=%r reason=RSA public exponent is not 65537", kid)
             continue
         try:
             public_key = RSAPublicNumbers(e, n).public_key()
@@ -187,7 +277,10 @@ def parse_jwks(body: bytes) -> dict[str, SigningKey]:
             continue
         issuer = jwk.get("issuer")
         out[kid] = SigningKey(
-            kid=kid, public_key=public_key, issuer=issuer if isinstance(issuer, str) and issuer else None
+            kid=kid,
+            public_key=public_key,
+            issuer=issuer if isinstance(issuer, str) and issuer else None,
+            alg=alg,
         )
     if not out:
         raise _BadDocument("JWKS has no usable RSA signing key")
@@ -467,7 +560,7 @@ class KeyStore:
     # -- the fetch, written once ------------------------------------------------------------------------
 
     def _flow(self) -> _Flow:
-        jwks_uri, issuer = parse_metadata((yield self._metadata_url))
+        jwks_uri, issuer = parse_metadata((yield self._metadata_url), self._config.instance)
         keys = parse_jwks((yield jwks_uri))
         tenant = self._configured_tenant
         if tenant is not None and not self._tenant_is_guid:
@@ -524,10 +617,29 @@ class KeyStore:
                 return stop.value  # type: ignore[no-any-return]
 
     def _check(self, url: str) -> None:
+        if url.startswith("http://"):
+            if not self._config.allow_insecure_http:
+                raise _FetchFailed(
+                    f"refused plain http URL {url[:200]!r}: only a loopback instance with "
+                    "allow_insecure_http=True may use http"
+                )
+            host = urlsplit(url).hostname
+            if host is None or not is_loopback_host(host):
+                raise _FetchFailed(f"refused plain http URL {url[:200]!r}: not a loopback host")
         try:
             self._http.check_url(url, what="url")
         except ConfigurationError:
             raise _FetchFailed(f"refused non-https URL {url[:200]!r}") from None
+
+    @staticmethod
+    def _transport_failure(exc: Exception, url: str) -> _FetchFailed:
+        """A fetch failure whose text says what went wrong: the CA file, certificate verification, or the error
+        type (never a body)."""
+        if isinstance(exc, TrustStoreError):
+            return _FetchFailed(f"{exc} (fetching {url[:200]})")
+        if tls_verification_failed(exc):
+            return _FetchFailed(f"TLS certificate verification failed for {url[:200]}")
+        return _FetchFailed(f"{type(exc).__name__} from {url[:200]}")
 
     @staticmethod
     def _check_response(response: httpx2.Response, url: str) -> None:
@@ -552,7 +664,7 @@ class KeyStore:
                     chunks.append(chunk)
                 return b"".join(chunks)
         except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:
-            raise _FetchFailed(f"{type(exc).__name__} from {url[:200]}") from None
+            raise self._transport_failure(exc, url) from None
 
     async def _aget(self, url: str) -> bytes:
         self._check(url)
@@ -569,4 +681,4 @@ class KeyStore:
                     chunks.append(chunk)
                 return b"".join(chunks)
         except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:
-            raise _FetchFailed(f"{type(exc).__name__} from {url[:200]}") from None
+            raise self._transport_failure(exc, url) from None

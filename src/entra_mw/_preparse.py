@@ -9,13 +9,15 @@ anything a lenient parser would let through or choke on:
 * canonical base64url without padding (RFC 7515 §2, RFC 4648 §5): only the URL-safe alphabet, no length
   ≡ 1 (mod 4), and zero padding bits in the last character, so one token has exactly one spelling;
 * JSON (RFC 8259) that is UTF-8, with no duplicate member names (RFC 7515 §5.2 lets a parser reject them,
-  and we do), no ``NaN``/``Infinity``, and bounded nesting;
+  and we do), no ``NaN``/``Infinity``, bounded nesting, and no string (name or value) holding a lone UTF-16
+  surrogate (I-JSON, RFC 7493 §2.1: such a string cannot be encoded to UTF-8 by the code that reads it);
 * a header that is an object with ``alg`` in the allowed list and a bounded ``kid``, and none of the
   headers that would make a verifier fetch or trust a key carried by the token itself (``jku``, ``x5u``,
   ``jwk``, ``x5c``: RFC 7515 §4.1.2-4.1.6) or change how it is processed (``crit`` §4.1.11, ``b64``
-  RFC 7797, ``enc``/``zip`` JWE);
-* claims of the right JSON types (``exp``/``nbf``/``iat`` finite numbers, ``aud`` a string or a list of
-  strings, ``iss``/``tid``/``ver``/... strings).
+  RFC 7797, ``cty`` §4.1.10 (nested tokens), ``enc``/``zip`` JWE);
+* claims of the right JSON types (``exp``/``nbf``/``iat`` finite numbers, ``aud`` a single string,
+  ``iss``/``tid``/``ver``/... strings), and no claim whose name is a case variant of one the decision rests on
+  (``TID`` beside or instead of ``tid``: consumers that look claims up case-insensitively read another value).
 
 The result is a :class:`ParsedToken` holding the decoded header and claims, the exact signing input and
 the raw signature; nothing in it has been verified yet.
@@ -29,7 +31,7 @@ from typing import Any, Final, NamedTuple
 
 from .errors import InvalidToken
 
-__all__ = ["HEADER_MEMO_SIZE", "ParsedToken", "preparse"]
+__all__ = ["DECISION_CLAIMS", "HEADER_MEMO_SIZE", "ParsedToken", "preparse"]
 
 #: At most this many distinct header segments are remembered (real issuers use a handful of keys).
 HEADER_MEMO_SIZE: Final = 64
@@ -48,7 +50,7 @@ _MAX_DEPTH: Final = 16
 _MAX_KID: Final = 256
 # Refused header parameters: each would make a verifier trust key material or processing rules carried by the
 # token itself, or mark the token as a JWE.
-_REFUSED_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64", "enc", "zip"})
+_REFUSED_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64", "cty", "enc", "zip"})
 _ACCEPTED_TYP: Final = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 # The JSON numbers Python can hold exactly are far beyond any real time; refuse what is past year 9999.
 _MAX_TIME: Final = 253_402_300_799
@@ -66,6 +68,13 @@ _STRING_CLAIMS: Final = (
     "xms_par_app_azp",
     "xms_act_fct",
     "xms_sub_fct",
+)
+#: Claims the validation or the principal's answers rest on. A claim whose name case-folds to one of these but
+#: is spelt differently (``TID``, ``Tid``, or ``scp`` with U+017F LONG S for the ``s``) is refused: Entra never
+#: issues one, and .NET or other case-insensitive claim lookups would read it in place of (or beside) the real
+#: claim.
+DECISION_CLAIMS: Final = frozenset(
+    {"tid", "oid", "iss", "aud", "scp", "roles", "azp", "appid", "ver", "sub", "idtyp", "exp", "nbf", "iat"}
 )
 
 
@@ -148,7 +157,21 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     # Nesting can only be deep when there are many brackets: count them before walking anything.
     if text.count("[") + text.count("{") > _MAX_DEPTH and _too_deep(value, 1):
         raise _fail(f"The token {what} is nested too deeply.", "malformed")
+    # Strict UTF-8 decoding never yields a surrogate, so one can only come from a \u escape: look for those
+    # first (a scan in C), and only then re-encode everything decoded, names included.
+    if "\\u" in text and _has_lone_surrogate(value):
+        raise _fail(f"The token {what} holds a string that is not valid Unicode.", "malformed")
     return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in ``value`` (member names too) holds a lone UTF-16 surrogate (RFC 7493 §2.1). A
+    valid pair (``\\ud83d\\ude00``) was already joined into one character by the decoder."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_header(header: dict[str, Any], algorithms: tuple[str, ...]) -> tuple[str, str]:
@@ -189,12 +212,10 @@ def _check_claims(claims: dict[str, Any]) -> None:
     if "exp" not in claims:
         raise _fail("The token has no expiry.", "no_expiry")
     aud = get("aud")
-    if (
-        aud is not None
-        and aud.__class__ is not str
-        and not (aud.__class__ is list and aud and all(a.__class__ is str for a in aud))
-    ):
-        raise _fail("The token claim 'aud' is malformed.", "bad_claim")
+    if aud is not None and aud.__class__ is not str:
+        # Entra puts exactly one audience in an access token; a list (RFC 7519 allows one) is what lets a token
+        # minted for several APIs be replayed at each of them.
+        raise _fail("The token claim 'aud' must be a single string.", "bad_claim")
     for name in _STRING_CLAIMS:
         value = get(name)
         if value is not None and value.__class__ is not str:
@@ -202,6 +223,14 @@ def _check_claims(claims: dict[str, Any]) -> None:
     roles = get("roles")
     if roles is not None and not (roles.__class__ is list and all(r.__class__ is str for r in roles)):
         raise _fail("The token claim 'roles' is malformed.", "bad_claim")
+    # Case variants: only possible when some name changes under case folding, which one C pass over all the
+    # names decides (Entra's claim names are all lower case, so this is the whole cost on real tokens).
+    names = "\0".join(claims)
+    if names.casefold() != names:
+        for name in claims:
+            folded = name.casefold()
+            if folded != name and folded in DECISION_CLAIMS:
+                raise _fail(f"The token carries a case variant of the claim '{folded}'.", "bad_claim")
 
 
 def preparse(

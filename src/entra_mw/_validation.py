@@ -7,13 +7,14 @@ For each token, in order:
 2. the strict pre-parser (:mod:`entra_mw._preparse`): size, shape, canonical base64url, JSON, header and
    claim types, ``alg`` in ``EntraConfig.algorithms`` (RS256 only by default);
 3. the key by ``kid`` from the configured tenant's JWKS (:mod:`entra_mw._jwks`), refreshed as its rules
-   allow;
+   allow; a key published with an ``alg`` signs with that algorithm only (RFC 8725 §3.1);
 4. the signature, verified directly with ``cryptography`` over the exact signing input (RFC 7515 §5.2):
    PKCS#1 v1.5 for RS*, PSS with a salt as long as the hash for PS* (RFC 7518 §3.3, §3.5);
-5. lifetime: ``exp`` required, ``exp``/``nbf`` with ``clock_skew`` (spec §4.5);
+5. lifetime: ``exp`` required, ``exp``/``nbf`` with ``clock_skew`` (spec §4.5), and ``iat`` no later than
+   now + ``clock_skew``;
 6. audience by ``ver`` (spec §4.3): ``client_id`` for 2.0, ``api://{client_id}`` for 1.0, plus
    ``audiences``; no or another ``ver`` is refused;
-7. issuer (spec §4.2): ``tid`` required (IDX40003) and contained in ``iss`` (IDX40004); ``iss`` equal to a
+7. issuer (spec §4.2): ``tid`` required (IDX40003), a GUID, and contained in ``iss`` (IDX40004); ``iss`` equal to a
    ``valid_issuers`` template or to the authority's v2/v1 issuer with ``{tenantid}`` substituted; for a
    tenant-specific authority the token's tenant must be the configured one, for ``common``/
    ``organizations`` ``allowed_tenants`` (``None`` = any tenant) decides;
@@ -27,6 +28,7 @@ code, logged at INFO with ``kid``/``iss``/``aud``/``tid`` (never the token).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
@@ -62,6 +64,8 @@ _V2_SUFFIXES: Final = ("/v2.0", "/v2.0/")
 _ISSUER_MEMO_SIZE: Final = 1024
 _TAIL: Final = -64
 _NEVER: Final = float("-inf")
+# A tenant id is a GUID in its 8-4-4-4-12 hex form, nothing else: it is substituted into issuer templates.
+_GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _signature_schemes() -> dict[str, tuple[AsymmetricPadding, hashes.HashAlgorithm]]:
@@ -230,6 +234,9 @@ class TokenValidator:
         return principal
 
     def _verify(self, parsed: ParsedToken, key: SigningKey, keyset: KeySet) -> tuple[Principal, float, float]:
+        if key.alg is not None and key.alg != parsed.alg:
+            # RFC 8725 §3.1: a key is used with one algorithm; the JWKS says which.
+            raise _reject("The token signing algorithm does not match its key.", "bad_algorithm")
         pad, digest = self._schemes[parsed.alg]
         try:
             key.public_key.verify(parsed.signature, parsed.signing_input, pad, digest)
@@ -245,6 +252,9 @@ class TokenValidator:
         nbf = claims.get("nbf")
         if nbf is not None and now + skew < nbf:
             raise _reject("The token is not valid yet.", "not_yet_valid")
+        iat = claims.get("iat")
+        if iat is not None and now + skew < iat:
+            raise _reject("The token was issued in the future.", "issued_in_future")
         # Audience by token version (spec §4.3).
         ver = claims.get("ver")
         if ver == "2.0":
@@ -253,11 +263,8 @@ class TokenValidator:
             accepted = self._audiences_v1
         else:
             raise _reject("The token version is not supported.", "bad_version")
-        aud = claims.get("aud")
-        if aud.__class__ is str:
-            if aud not in accepted:
-                raise _reject("The token audience is not accepted.", "bad_audience")
-        elif not aud or accepted.isdisjoint(aud):
+        # The pre-parser let through only a string or nothing.
+        if claims.get("aud") not in accepted:
             raise _reject("The token audience is not accepted.", "bad_audience")
         memo = (key.kid, claims.get("iss"), claims.get("tid"))
         if self._issuers_ok.get(memo) is not keyset:  # type: ignore[arg-type]
@@ -280,6 +287,10 @@ class TokenValidator:
         if not tid:
             # IDX40003: the tenant cannot be determined (B2C issuers without tid are not supported).
             raise _reject("The token has no tenant id.", "no_tenant")
+        if not _GUID.fullmatch(tid):
+            # 'common', a domain, 'x/../y' or '{guid}' would otherwise be substituted into the issuer templates
+            # (and reported as principal.tid) as long as the token's iss was built the same way.
+            raise _reject("The token tenant id is not a GUID.", "bad_tenant")
         if tid not in iss:
             raise _reject("The token issuer does not match its tenant.", "tid_mismatch")  # IDX40004
         tenant = tid.lower()

@@ -164,8 +164,8 @@ def test_claim_types(claims: dict[str, Any], expected: str) -> None:
     assert refused(token(claims=claims)) == expected
 
 
-def test_float_times_and_aud_list() -> None:
-    claims = {"exp": 2_000_000_000.5, "nbf": 0, "aud": ["a", "b"], "roles": []}
+def test_float_times() -> None:
+    claims = {"exp": 2_000_000_000.5, "nbf": 0, "aud": "a", "roles": []}
     assert parse(token(claims=claims)).claims == claims
 
 
