@@ -195,17 +195,18 @@ def _origin(url: str) -> tuple[str, str, int] | None:
         return None
     scheme = split.scheme.lower()
     host = (split.hostname or "").lower()
+    default = _DEFAULT_PORTS.get(scheme)
     if (
-        scheme not in _DEFAULT_PORTS
+        default is None
         or not host
         or "@" in split.netloc
         or fetched.userinfo
         or fetched.scheme != scheme
         or fetched.host.lower() != host
-        or fetched.port != split_port
+        or (default if fetched.port is None else fetched.port) != (default if split_port is None else split_port)
     ):
         return None
-    return scheme, host, split_port if split_port is not None else _DEFAULT_PORTS[scheme]
+    return scheme, host, default if split_port is None else split_port
 
 
 def pinned_url_problem(url: str, instance: str) -> str | None:
