@@ -49,7 +49,7 @@ import httpx2
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
 from ._config import META_TENANTS, EntraConfig
-from ._http import TrustStoreError, is_loopback_host, tls_verification_failed
+from ._http import TrustStoreError, tls_verification_failed
 from .errors import ConfigurationError, InvalidToken, ProviderUnavailable
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOUD_ALIASES",
+    "GUID",
     "MAX_DOCUMENT_BYTES",
     "KeySet",
     "KeyStore",
@@ -81,7 +82,8 @@ _FAILURE_BACKOFF: Final = 1.0
 _POLL_INTERVAL: Final = 0.005
 _KEY_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}")
-_GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: A tenant id in its 8-4-4-4-12 hex form.
+GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UNSAFE_URL: Final = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
 TENANT_PLACEHOLDER: Final = "{tenantid}"
 #: The login hosts of each Microsoft cloud, as Entra's instance discovery lists them as aliases of one another
@@ -335,7 +337,7 @@ class KeyStore:
         self._metadata_v1_url = config.metadata_url("1.0")
         self._configured_tenant = None if config.tenant_id in META_TENANTS else config.tenant_id.lower()
         tenant = self._configured_tenant
-        self._tenant_is_guid = tenant is not None and bool(_GUID.fullmatch(tenant))
+        self._tenant_is_guid = tenant is not None and bool(GUID.fullmatch(tenant))
         self._interval = float(config.jwks_refresh_interval)
         self._cooldown = float(config.jwks_refresh_cooldown)
         self._negative_size = max(0, int(config.jwks_unknown_kid_cache_size))
@@ -566,7 +568,7 @@ class KeyStore:
         tenant = self._configured_tenant
         if tenant is not None and not self._tenant_is_guid:
             # A domain was configured: the tenant GUID is the one the metadata issuer names (spec §4.2).
-            found = _GUID.search(issuer or "")
+            found = GUID.search(issuer or "")
             if found is None:
                 raise _BadDocument("metadata issuer names no tenant id")
             tenant = found.group(0).lower()
@@ -618,16 +620,14 @@ class KeyStore:
                 return stop.value  # type: ignore[no-any-return]
 
     def _check(self, url: str) -> None:
-        if url.startswith("http://"):
-            if not self._config.allow_insecure_http:
-                raise _FetchFailed(
-                    f"refused plain http URL {url[:200]!r}: only a loopback instance with "
-                    "allow_insecure_http=True may use http"
-                )
-            host = urlsplit(url).hostname
-            if host is None or not is_loopback_host(host):
-                raise _FetchFailed(f"refused plain http URL {url[:200]!r}: not a loopback host")
+        if url.startswith("http://") and not self._config.allow_insecure_http:
+            raise _FetchFailed(
+                f"refused plain http URL {url[:200]!r}: only a loopback instance with allow_insecure_http=True "
+                "may use http"
+            )
         try:
+            # https, or http to a loopback host (an opted-in config's instance is loopback, and metadata
+            # addresses are pinned to it).
             self._http.check_url(url, what="url")
         except ConfigurationError:
             raise _FetchFailed(f"refused non-https URL {url[:200]!r}") from None

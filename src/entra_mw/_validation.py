@@ -28,7 +28,6 @@ code, logged at INFO with ``kid``/``iss``/``aud``/``tid`` (never the token).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
@@ -37,7 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from ._jwks import TENANT_PLACEHOLDER, KeySet, KeyStore, SigningKey
+from ._jwks import GUID, TENANT_PLACEHOLDER, KeySet, KeyStore, SigningKey
 from ._preparse import ParsedToken, preparse
 from ._preparse import _fail as _reject  # one factory for every refusal, parsing or checking
 from ._principal import Principal
@@ -64,8 +63,6 @@ _V2_SUFFIXES: Final = ("/v2.0", "/v2.0/")
 _ISSUER_MEMO_SIZE: Final = 1024
 _TAIL: Final = -64
 _NEVER: Final = float("-inf")
-# A tenant id is a GUID in its 8-4-4-4-12 hex form, nothing else: it is substituted into issuer templates.
-_GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _signature_schemes() -> dict[str, tuple[AsymmetricPadding, hashes.HashAlgorithm]]:
@@ -287,7 +284,7 @@ class TokenValidator:
         if not tid:
             # IDX40003: the tenant cannot be determined (B2C issuers without tid are not supported).
             raise _reject("The token has no tenant id.", "no_tenant")
-        if not _GUID.fullmatch(tid):
+        if not GUID.fullmatch(tid):
             # 'common', a domain, 'x/../y' or '{guid}' would otherwise be substituted into the issuer templates
             # (and reported as principal.tid) as long as the token's iss was built the same way.
             raise _reject("The token tenant id is not a GUID.", "bad_tenant")

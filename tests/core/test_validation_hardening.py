@@ -74,12 +74,22 @@ def test_jwks_uri_off_the_instance_fails_closed(fake_entra: FakeEntra, make_auth
     assert fake_entra.request_count("jwks") == 0  # the named keys were never fetched
 
 
-def test_token_endpoint_off_the_instance_fails_closed(fake_entra: FakeEntra, make_auth: MakeAuth) -> None:
+def test_token_endpoint_off_the_instance_fails_closed(
+    fake_entra: FakeEntra, make_auth: MakeAuth, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     s = fake_entra.quickstart()
     tid = s.tenant.tenant_id
     body = metadata(fake_entra, tid, token_endpoint=f"https://login.microsoftonline.com@attacker.example/{tid}/t")
     fake_entra.faults.set("openid_configuration", body=body)
-    unavailable(make_auth(), fake_entra.app_token(s.client, resource=s.api))
+    auth = make_auth()
+    token = fake_entra.app_token(s.client, resource=s.api)
+    with caplog.at_level(logging.WARNING, logger="entra_mw.jwks"):
+        unavailable(auth, token)
+        fake_clock.advance(2)  # past the failure back-off; the async path refuses the same way
+        with pytest.raises(ProviderUnavailable):
+            anyio.run(auth.avalidate, token)
+    assert caplog.text.count("metadata token_endpoint") == 2
+    assert fake_entra.request_count("jwks") == 0
 
 
 def test_jwks_uri_on_an_alias_of_the_cloud_is_fetched(fake_entra: FakeEntra, make_auth: MakeAuth) -> None:
