@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPubli
 
 from ._config import META_TENANTS, EntraConfig
 from ._http import TrustStoreError, tls_verification_failed
+from ._ids import GUID
 from .errors import ConfigurationError, InvalidToken, ProviderUnavailable
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOUD_ALIASES",
-    "GUID",
     "MAX_DOCUMENT_BYTES",
     "KeySet",
     "KeyStore",
@@ -82,8 +82,6 @@ _FAILURE_BACKOFF: Final = 1.0
 _POLL_INTERVAL: Final = 0.005
 _KEY_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}")
-#: A tenant id in its 8-4-4-4-12 hex form.
-GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UNSAFE_URL: Final = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
 TENANT_PLACEHOLDER: Final = "{tenantid}"
 #: The login hosts of each Microsoft cloud, as Entra's instance discovery lists them as aliases of one another

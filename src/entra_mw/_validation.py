@@ -36,7 +36,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from ._jwks import GUID, TENANT_PLACEHOLDER, KeySet, KeyStore, SigningKey
+from ._ids import GUID
+from ._jwks import TENANT_PLACEHOLDER, KeySet, KeyStore, SigningKey
 from ._preparse import ParsedToken, preparse
 from ._preparse import _fail as _reject  # one factory for every refusal, parsing or checking
 from ._principal import Principal

@@ -23,6 +23,7 @@ from entra_mw.testing._keys import b64url
 from ._support import MakeAuth, good_claims, reason
 
 PUBLIC = "https://login.microsoftonline.com/"
+CLIENT = "11111111-2222-3333-4444-555555555555"
 
 
 def unavailable(auth: EntraAuth, token: str) -> ProviderUnavailable:
@@ -212,18 +213,18 @@ def test_http_loopback_without_the_opt_in_fails_closed(
 )
 def test_allow_insecure_http_refused_off_loopback(instance: str) -> None:
     with pytest.raises(ConfigurationError, match="loopback") as info:
-        EntraConfig(tenant_id="organizations", client_id="c", instance=instance, allow_insecure_http=True)
+        EntraConfig(tenant_id="organizations", client_id=CLIENT, instance=instance, allow_insecure_http=True)
     assert info.value.key == "allow_insecure_http"
 
 
 @pytest.mark.parametrize("instance", ["http://localhost:9/", "http://[::1]:9/", "http://127.0.0.2/"])
 def test_allow_insecure_http_accepted_on_loopback(instance: str) -> None:
-    assert EntraConfig(tenant_id="organizations", client_id="c", instance=instance, allow_insecure_http=True)
+    assert EntraConfig(tenant_id="organizations", client_id=CLIENT, instance=instance, allow_insecure_http=True)
 
 
 def test_allow_insecure_http_must_be_a_bool() -> None:
     with pytest.raises(ConfigurationError, match="allow_insecure_http"):
-        EntraConfig(tenant_id="organizations", client_id="c", allow_insecure_http="false")  # type: ignore[arg-type]
+        EntraConfig(tenant_id="organizations", client_id=CLIENT, allow_insecure_http="false")  # type: ignore[arg-type]
 
 
 # -- 5. a missing CA file or a failed certificate: 503 and a log line that says so ----------------------------
