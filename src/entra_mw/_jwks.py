@@ -577,7 +577,7 @@ class KeyStore:
         issuer_v1: str | None = None
         if self._issuer_v1 is None:
             try:
-                _, v1 = parse_metadata((yield self._metadata_v1_url))
+                _, v1 = parse_metadata((yield self._metadata_v1_url), self._config.instance)
             except (_FetchFailed, _BadDocument):
                 v1 = None
             issuer_v1 = _template(v1, tenant) if v1 is not None else None

@@ -14,7 +14,8 @@ anything a lenient parser would let through or choke on:
 * a header that is an object with ``alg`` in the allowed list and a bounded ``kid``, and none of the
   headers that would make a verifier fetch or trust a key carried by the token itself (``jku``, ``x5u``,
   ``jwk``, ``x5c``: RFC 7515 §4.1.2-4.1.6) or change how it is processed (``crit`` §4.1.11, ``b64``
-  RFC 7797, ``cty`` §4.1.10 (nested tokens), ``enc``/``zip`` JWE);
+  RFC 7797, ``cty`` §4.1.10 (nested tokens), ``enc``/``zip`` JWE), and no case variant (``ALG``, ``Kid``)
+  of a registered header parameter;
 * claims of the right JSON types (``exp``/``nbf``/``iat`` finite numbers, ``aud`` a single string,
   ``iss``/``tid``/``ver``/... strings), and no claim whose name is a case variant of one the decision rests on
   (``TID`` beside or instead of ``tid``: consumers that look claims up case-insensitively read another value).
@@ -52,6 +53,8 @@ _MAX_KID: Final = 256
 # token itself, or mark the token as a JWE.
 _REFUSED_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64", "cty", "enc", "zip"})
 _ACCEPTED_TYP: Final = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
+# The registered JWS header parameters (RFC 7515 §4.1, RFC 7797, RFC 7516): no case variant of one is accepted.
+_HEADER_NAMES: Final = _REFUSED_HEADERS | {"alg", "kid", "typ", "x5t", "x5t#s256"}
 # The JSON numbers Python can hold exactly are far beyond any real time; refuse what is past year 9999.
 _MAX_TIME: Final = 253_402_300_799
 _TIME_CLAIMS: Final = ("exp", "nbf", "iat")
@@ -214,6 +217,12 @@ def _check_header(header: dict[str, Any], algorithms: tuple[str, ...]) -> tuple[
     x5t = header.get("x5t")
     if x5t is not None and not isinstance(x5t, str):
         raise _fail("The token header is malformed.", "bad_header")
+    for name in header:
+        # 'ALG', 'Kid', 'JKU': a case-insensitive reader would take them for the real parameters. (Runs once
+        # per distinct header segment: the memo keeps accepted headers.)
+        folded = name.casefold()
+        if folded != name and folded in _HEADER_NAMES:
+            raise _fail(f"The token header carries a case variant of '{folded}'.", "bad_header")
     return alg, kid
 
 

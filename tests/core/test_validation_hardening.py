@@ -343,6 +343,12 @@ def test_case_variant_of_a_decision_claim_refused(fake_entra: FakeEntra, auth: E
         assert reason(auth, fake_entra.sign({**alone, name: value})) == "bad_claim"  # instead of it
 
 
+@pytest.mark.parametrize("name", ["ALG", "Kid", "KID", "Typ", "JKU", "X5u", "Crit", "CTY", "X5T"])
+def test_case_variant_of_a_header_parameter_refused(fake_entra: FakeEntra, auth: EntraAuth, name: str) -> None:
+    header = {"ALG": "none", "Kid": "other", "KID": "other", "Typ": "JWT", "X5T": "x"}.get(name, "x")
+    assert reason(auth, fake_entra.sign(good_claims(fake_entra), header={name: header})) == "bad_header"
+
+
 def test_other_upper_case_claims_pass(fake_entra: FakeEntra, auth: EntraAuth) -> None:
     claims = {**good_claims(fake_entra), "Name": "Alice", "XMS_CC": ["CP1"], "tidx": "1", "Ti": "2"}
     auth.validate(fake_entra.sign(claims))
