@@ -7,6 +7,7 @@ local Entra ID for tests and demos.
 
 from __future__ import annotations
 
+import logging as _logging
 import typing as _typing
 
 from ._config import DownstreamApi, EntraConfig
@@ -36,6 +37,10 @@ from .errors import (
     ProviderUnavailable,
     TokenAcquisitionError,
 )
+
+# A library adds no handlers of its own (the application configures logging); this one only keeps Python from
+# printing records on stderr when nothing is configured.
+_logging.getLogger("entra_mw").addHandler(_logging.NullHandler())
 
 if _typing.TYPE_CHECKING:
     from ._downstream import Downstream

@@ -14,8 +14,7 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
-from ._http import is_loopback_host
-from ._ids import DOMAIN, META_TENANTS, SUPPORTED_ALGORITHMS, is_guid
+from ._ids import DOMAIN, META_TENANTS, SUPPORTED_ALGORITHMS, is_guid, is_loopback_host
 from .credentials import (
     CREDENTIAL_TYPES,
     TOKEN_EXCHANGE_AUDIENCE,

@@ -4,23 +4,23 @@ acquirer and the token cache; adapters hold one and call it. Nothing is fetched 
 
 from __future__ import annotations
 
-import ssl
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-
-import httpx2
 
 from ._bearer import Authorization, token_from
 from ._clock import Clock, SystemClock
 from ._config import EntraConfig
 from ._context import AuthContext
-from ._http import HttpSeam
 from ._principal import Principal
 from ._requirements import Requirement
 from .errors import AuthError, Challenge, MissingToken, ProviderUnavailable
 
 if TYPE_CHECKING:
+    import ssl
+
+    import httpx2
+
     from ._acquisition.cache import TokenCache
     from ._acquisition.engine import Acquirer
     from ._downstream import Downstream
@@ -57,6 +57,9 @@ class EntraAuth:
             raise TypeError("EntraAuth needs an EntraConfig")
         self.config = config
         self.clock: Clock = clock if clock is not None else SystemClock()
+        # httpx2 loads with the first engine, not with `import entra_mw`.
+        from ._http import HttpSeam
+
         self.http = HttpSeam(
             transport=transport, async_transport=async_transport, timeout=config.http_timeout, verify=verify
         )

@@ -4,7 +4,6 @@ through the pooled httpx2 clients built here. Tests inject FakeEntra's transport
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import ssl
 import threading
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from ._ids import is_loopback_host
 from .errors import ConfigurationError
 
 __all__ = [
@@ -31,17 +31,6 @@ USER_AGENT: Final = "entra-mw"
 class TrustStoreError(httpx2.ConnectError):
     """The CA bundle (``verify=`` path or ``SSL_CERT_FILE``) cannot be loaded, so no TLS connection can be
     verified. A transport error, so every caller already answers it as the provider being unreachable."""
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``; brackets allowed)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def tls_verification_failed(exc: BaseException) -> bool:

@@ -3,10 +3,11 @@ domains, the meta tenants, and the signature algorithms a key or a configuration
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Final
 
-__all__ = ["DOMAIN", "GUID", "META_TENANTS", "SUPPORTED_ALGORITHMS", "is_domain", "is_guid"]
+__all__ = ["DOMAIN", "GUID", "META_TENANTS", "SUPPORTED_ALGORITHMS", "is_domain", "is_guid", "is_loopback_host"]
 
 #: A GUID in canonical form only: ``{...}``, ``urn:uuid:`` and hyphen-less spellings are different strings to a
 #: cache key or an issuer template, so they are refused rather than normalised.
@@ -26,3 +27,14 @@ def is_guid(value: object) -> bool:
 
 def is_domain(value: object) -> bool:
     return isinstance(value, str) and DOMAIN.match(value) is not None
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``; brackets allowed)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
