@@ -103,6 +103,16 @@ _PUBLIC_CLOUD_ALIASES: Final = (
 )
 
 
+def _registered_acr(client: App | AgentIdentity) -> Literal["0", "1", "2"]:
+    if isinstance(client, AgentIdentity):
+        return "2"  # agents authenticate only with assertions (T1)
+    if client.secrets:
+        return "1"
+    if client.certificates or client.federated_credentials:
+        return "2"
+    return "0"
+
+
 # -- faults ------------------------------------------------------------------------------------------------
 
 
@@ -699,6 +709,7 @@ class FakeEntra:
         fmi_path: str | None = None,
         extra_claims: Mapping[str, Any] | None = None,
         kid: str | None = None,
+        azpacr: Literal["0", "1", "2"] | None = None,
     ) -> str:
         """Mint an access token with Entra's real shape (spec §3.7, §4; ED access-tokens.md).
 
@@ -711,6 +722,9 @@ class FakeEntra:
           ``sub`` ``/eid1/c/pub/t/../a/../{path}``.
         * ``extra_claims`` are merged last; a ``None`` value removes that claim.
         * signed with the resource's app-specific key if it has one, else the current key (or ``kid``).
+        * ``azpacr`` (``appidacr`` on v1) is how the client authenticated: ``"0"`` public client, ``"1"``
+          secret, ``"2"`` certificate or signed assertion. The token endpoint passes the credential actually
+          used; minted directly, it follows the client's registered credentials (agents always ``"2"``).
 
         Example::
 
@@ -746,14 +760,10 @@ class FakeEntra:
             ver = 2 if res is None else (version if version is not None else res.access_token_version)
             if ver not in (1, 2):
                 raise ValueError("version must be 1 or 2")
-            if isinstance(client, AgentIdentity):
-                azpacr = "2"  # agents authenticate only with assertions (T1)
-            elif client.secrets:
-                azpacr = "1"
-            elif client.certificates or client.federated_credentials:
-                azpacr = "2"
-            else:
-                azpacr = "0"
+            if azpacr is None:
+                azpacr = _registered_acr(client)
+            elif azpacr not in ("0", "1", "2"):
+                raise ValueError("azpacr must be '0', '1' or '2'")
             if kid is None and res is not None and res.app_id.lower() in self._app_keys:
                 key = self._app_keys[res.app_id.lower()][-1]
             else:
@@ -1126,10 +1136,13 @@ class FakeEntra:
         aliases = list(_PUBLIC_CLOUD_ALIASES) if self.authority_host in _PUBLIC_CLOUD_ALIASES else []
         if self.authority_host not in aliases:
             aliases.insert(0, self.authority_host)
+        # Entra names login.windows.net as the public cloud's cache key (MSAL stores tokens under it); other
+        # authority hosts are their own cache key.
+        public = self.authority_host in _PUBLIC_CLOUD_ALIASES
         metadata: list[dict[str, Any]] = [
             {
                 "preferred_network": self.authority_host,
-                "preferred_cache": self.authority_host,
+                "preferred_cache": "login.windows.net" if public else self.authority_host,
                 "aliases": aliases,
             }
         ]

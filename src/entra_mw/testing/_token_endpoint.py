@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote_plus
 
 import httpx2
@@ -482,6 +482,9 @@ def _v1_shape(ctx: _Ctx, result: dict[str, Any]) -> dict[str, Any]:
 class _Client:
     record: App | AgentIdentity
     confidential: bool
+    # How the client authenticated, as ``azpacr`` / ``appidacr`` state it: "0" public client, "1" client
+    # secret, "2" certificate or signed assertion (ED access-tokens.md).
+    acr: Literal["0", "1", "2"]
 
     @property
     def app_id(self) -> str:
@@ -560,13 +563,13 @@ def _authenticate(ctx: _Ctx, *, required: bool, grant: str) -> _Client:
         if atype != _ASSERTION_TYPE:
             raise _malformed("The client_assertion_type is not supported.")
         _check_assertion(ctx, record, assertion)
-        return _Client(record=record, confidential=True)
+        return _Client(record=record, confidential=True, acr="2")
     if ctx.get("client_assertion_type") is not None:
         raise _missing("client_assertion")
     value = secret if secret is not None else body_secret
     if value is not None:
         _check_secret(ctx, record, value)
-        return _Client(record=record, confidential=True)
+        return _Client(record=record, confidential=True, acr="1")
     if required:
         if grant == "client_credentials":
             raise _invalid_client(
@@ -577,7 +580,7 @@ def _authenticate(ctx: _Ctx, *, required: bool, grant: str) -> _Client:
             7000218,
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
         )
-    return _Client(record=record, confidential=False)
+    return _Client(record=record, confidential=False, acr="0")
 
 
 def _check_secret(ctx: _Ctx, record: App | AgentIdentity, value: str) -> None:
@@ -1011,6 +1014,7 @@ def _user_response(
         user=user,
         scopes=list(scopes),
         extra_claims=extra or None,
+        azpacr=client.acr,
     )
     body = _app_response(token, ctx.now)
     granted = [f"{prefix}/{s}" for s in scopes]
@@ -1068,11 +1072,13 @@ def _delegated(
         exposed = {s.lower(): s for s in resource.scopes}
         unknown = [n for n in names if n.lower() not in exposed]
         if unknown:
-            raise _invalid_scope(
-                70011,
-                "The provided value for the input parameter 'scope' is not valid. The scope "
-                f"{unknown[0][:100]} does not "
-                f"exist on the resource '{resource.app_id}'.",
+            # A well-formed scope the resource does not expose: Entra answers AADSTS65005 (invalid_client),
+            # not the syntax error 70011.
+            raise _OAuthError(
+                65005,
+                "invalid_client",
+                f"The application '{client_id}' asked for scope '{unknown[0][:100]}' that doesn't exist on the "
+                f"resource '{resource.app_id}'. Contact the app vendor.",
             )
         names = tuple(exposed[n.lower()] for n in names)
     consented = ctx.fake.registry.consented_scopes(client_id, resource.app_id, user_oid)
@@ -1153,7 +1159,9 @@ def _client_credentials(ctx: _Ctx) -> dict[str, Any]:
         # §3.1).
         fmi_path = agent.app_id
     # An app token's roles are the client's grants on the resource (issue_token's default).
-    token = ctx.fake.issue_token(tenant=ctx.tenant_id, resource=resource, client=record, fmi_path=fmi_path)
+    token = ctx.fake.issue_token(
+        tenant=ctx.tenant_id, resource=resource, client=record, fmi_path=fmi_path, azpacr=client.acr
+    )
     return _app_response(token, ctx.now)
 
 
