@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx2
 
 from ._keys import tls_material
+from ._managed_identity import MANAGED_IDENTITY_PATH
 
 if TYPE_CHECKING:
     from ._fake import FakeEntra
@@ -187,6 +188,8 @@ class ServedFakeEntra:
     """
 
     def __init__(self, fake: FakeEntra, *, port: int = 0) -> None:
+        self._fake = fake
+        self._as_issuer = False
         material = tls_material(("127.0.0.1", "localhost"))
         self._tmpdir = tempfile.mkdtemp(prefix="fake-entra-")
         tmp = Path(self._tmpdir)
@@ -222,6 +225,38 @@ class ServedFakeEntra:
     def instance(self) -> str:
         """The authority instance to configure clients with (same as :attr:`base_url`)."""
         return self.base_url
+
+    def authority(self, tenant: str) -> str:
+        """``{base_url}{tenant}``: the authority for MSAL (``instance_discovery=False``) and azure-identity."""
+        return f"{self.base_url}{tenant}"
+
+    def issuer(self, tenant_id: str) -> str:
+        """The tenant's v2 issuer as this FakeEntra states it (the served URL when served ``as_issuer``)."""
+        return f"https://{self._fake.authority_host}/{tenant_id}/v2.0"
+
+    def authorize_endpoint(self, tenant: str) -> str:
+        """Where a browser starts web sign-in: ``{base_url}{tenant}/oauth2/v2.0/authorize``."""
+        return f"{self.base_url}{tenant}/oauth2/v2.0/authorize"
+
+    def logout_endpoint(self, tenant: str) -> str:
+        """``{base_url}{tenant}/oauth2/v2.0/logout`` (``post_logout_redirect_uri`` must be registered)."""
+        return f"{self.base_url}{tenant}/oauth2/v2.0/logout"
+
+    @property
+    def managed_identity_endpoint(self) -> str:
+        """The managed-identity endpoint, for ``IDENTITY_ENDPOINT`` (App Service / Container Apps style)."""
+        return f"{self.base_url}{MANAGED_IDENTITY_PATH}"
+
+    def managed_identity_env(self) -> dict[str, str]:
+        """``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` as App Service sets them: with these two variables (and
+        :attr:`ca_bundle` trusted), MSAL's and azure-identity's managed-identity clients reach FakeEntra.
+
+        Example::
+
+            os.environ.update(served.managed_identity_env())
+            os.environ["REQUESTS_CA_BUNDLE"] = served.ca_bundle
+        """
+        return {"IDENTITY_ENDPOINT": self.managed_identity_endpoint, "IDENTITY_HEADER": self._fake.identity_header}
 
     def ssl_context(self) -> ssl.SSLContext:
         """A new client ``SSLContext`` trusting this server's CA: ``httpx2.Client(verify=...)``."""
