@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import httpx2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from entra_mw import EntraAuth, EntraConfig
 from entra_mw.testing import App, FakeClock, FakeEntra, Scenario
@@ -572,3 +574,95 @@ def test_registry_validates_redirect_uris(fake_entra: FakeEntra) -> None:
     app = fake_entra.add_app(tenant)
     fake_entra.add_redirect_uri(app, "https://a.example/cb", "https://a.example/cb")
     assert app.redirect_uris == ["https://a.example/cb"]
+
+
+def test_redirect_uris_with_control_characters_are_refused(fake_entra: FakeEntra) -> None:
+    tenant = fake_entra.quickstart().tenant
+    with pytest.raises(ValueError, match="control"):
+        fake_entra.add_app(tenant, redirect_uris=["https://a.example/cb\r\nX-Injected: 1"])
+
+
+PATHS = ["oauth2/v2.0/authorize", "login", "consent", "oauth2/v2.0/logout", "oauth2/logout"]
+FIELDS = [
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "response_mode",
+    "scope",
+    "state",
+    "nonce",
+    "prompt",
+    "login_hint",
+    "max_age",
+    "code_challenge",
+    "code_challenge_method",
+    "resource",
+    "flow",
+    "csrf",
+    "username",
+    "password",
+    "decision",
+    "post_logout_redirect_uri",
+    "id_token_hint",
+]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(PATHS),
+    method=st.sampled_from(["GET", "POST", "PUT"]),
+    values=st.dictionaries(
+        st.sampled_from(FIELDS),
+        st.one_of(
+            st.text(max_size=60),
+            st.sampled_from(["code", "form_post", "none", "S256", "plain", "accept", "http://localhost/callback"]),
+        ),
+    ),
+    tenant=st.sampled_from(["common", "organizations", "contoso.onmicrosoft.com", "x", "%00"]),
+)
+def test_any_interactive_request_gets_a_clear_answer(
+    w: World, path: str, method: str, values: dict[str, str], tenant: str
+) -> None:
+    if "client_id" in values and values["client_id"] == "":
+        values["client_id"] = w.cli.app_id
+    url = f"{LOGIN}/{tenant}/{path}"
+    if method == "GET":
+        response = w.browser.client.get(url, params=values)
+    else:
+        response = w.browser.client.request(method, url, data=values)
+    assert 200 <= response.status_code < 500, (response.status_code, response.text[:300])
+    if response.status_code == 302:  # only ever to a registered redirect URI
+        assert response.headers["location"].startswith(("http://localhost", WEB_REDIRECT))
+
+
+def test_fake_sign_in_plays_the_person(w: World) -> None:
+    verifier, challenge = pkce()
+    url = authorize_url(w.tid, **cli_params(w, challenge))
+    answer = w.fake.sign_in(url, username=w.s.user.upn, password=w.s.user_password)
+    assert answer["state"] == "st-123"
+    assert redeem(w, answer["code"], verifier).status_code == 200
+    form_post = w.fake.sign_in(
+        authorize_url(w.tid, **web_params(w, response_mode="form_post")),
+        username=w.s.user.upn,
+        password=w.s.user_password,
+    )
+    assert set(form_post) == {"code", "state", "session_state"}
+    declined = w.fake.sign_in(
+        authorize_url(w.tid, **cli_params(w, challenge, prompt="consent")),
+        username=w.s.user.upn,
+        password=w.s.user_password,
+        consent=False,
+    )
+    assert declined["error"] == "access_denied"
+    with pytest.raises(ValueError, match="AADSTS50126"):
+        w.fake.sign_in(url, username=w.s.user.upn, password="wrong")
+    with pytest.raises(ValueError, match="AADSTS50011"):
+        w.fake.sign_in(
+            authorize_url(w.tid, **cli_params(w, challenge, redirect_uri="https://evil.example/")),
+            username=w.s.user.upn,
+            password=w.s.user_password,
+        )
+    # with the same client, the SSO session answers without a password
+    first = w.fake.sign_in(url, username=w.s.user.upn, password=w.s.user_password, client=w.browser.client)
+    again = w.fake.sign_in(url, username="ignored", password="ignored", client=w.browser.client)
+    assert first["session_state"] == again["session_state"]

@@ -12,10 +12,13 @@ Endpoints (spec §5.4, §5.5; the token endpoint lives in ``_token_endpoint``):
   ``GET /{tenant}/.well-known/openid-configuration`` for a tenant id, its domain, ``common`` or
   ``organizations``, with optional ``?appid=``;
 * ``GET /{tenant}/discovery/v2.0/keys`` and ``GET /{tenant}/discovery/keys`` (v1), with optional ``?appid=``;
-* ``POST /{tenant}/oauth2/v2.0/token`` and ``POST /{tenant}/oauth2/token`` (v1).
+* ``POST /{tenant}/oauth2/v2.0/token`` and ``POST /{tenant}/oauth2/token`` (v1);
+* ``GET|POST /{tenant}/oauth2/v2.0/authorize``, the sign-in (``POST /{tenant}/login``) and consent
+  (``POST /{tenant}/consent``) pages, ``GET|POST /{tenant}/oauth2/v2.0/logout`` (``_interactive``);
+* ``GET /msi/token`` — the App Service / Container Apps managed-identity endpoint (``_managed_identity``).
 
 Documents are built from the request's own scheme and host, so they work in process and when served; issuers
-always use ``authority_host``.
+always use ``authority_host`` (the served URL after ``serve(as_issuer=True)``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .._clock import Clock, SystemClock
-from ._interactive import InteractiveState, handle_authorize, handle_consent, handle_login, handle_logout
+from ._interactive import (
+    InteractiveState,
+    drive_sign_in,
+    handle_authorize,
+    handle_consent,
+    handle_login,
+    handle_logout,
+)
 from ._keys import (
     SigningKey,
     new_signing_key,
@@ -125,6 +135,8 @@ _GRAPH_SCOPES: Final = ("User.Read", "User.ReadBasic.All", "Mail.Read", "Calenda
 def _checked_redirect_uris(uris: Iterable[str]) -> list[str]:
     out: list[str] = []
     for uri in uris:
+        if any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in uri):
+            raise ValueError(f"redirect URI {uri!r} contains whitespace or control characters")
         parsed = urllib.parse.urlsplit(uri)
         if parsed.scheme not in ("https", "http") or not parsed.hostname or parsed.fragment:
             raise ValueError(f"redirect URI {uri!r} must be an absolute http(s) URL without a fragment")
@@ -793,6 +805,33 @@ class FakeEntra:
                 agent_user=agent_user,
             )
             return self._scenario
+
+    def sign_in(
+        self,
+        authorize_url: str,
+        *,
+        username: str,
+        password: str,
+        consent: bool = True,
+        client: httpx2.Client | None = None,
+    ) -> dict[str, str]:
+        """Play the person at the browser: open ``authorize_url``, fill in the sign-in page, accept (or decline)
+        the consent page, and return the parameters the browser would bring to the redirect URI (``code``,
+        ``state``, ``session_state`` — or ``error``, ``error_description``), whatever the ``response_mode``.
+
+        ``client`` keeps the browser's cookies (the SSO session) between calls; by default a new in-process one
+        is used. Pass ``httpx2.Client(verify=served.ssl_context())`` for a served FakeEntra. A page that shows
+        an error (wrong password, unregistered redirect URI …) raises ``ValueError`` with Entra's message.
+
+        Example::
+
+            flow = app.initiate_auth_code_flow(scopes, redirect_uri=uri, response_mode="form_post")
+            result = app.acquire_token_by_auth_code_flow(flow, fake.sign_in(flow["auth_uri"], username=u, password=p))
+        """
+        if client is not None:
+            return drive_sign_in(client, authorize_url, username=username, password=password, consent=consent)
+        with httpx2.Client(transport=self.transport) as own:
+            return drive_sign_in(own, authorize_url, username=username, password=password, consent=consent)
 
     @property
     def test_users(self) -> tuple[User, ...]:

@@ -39,6 +39,7 @@ import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, Final
 
@@ -56,6 +57,7 @@ __all__ = [
     "BROWSER_COOKIE",
     "SESSION_COOKIE",
     "AuthCode",
+    "drive_sign_in",
     "InteractiveState",
     "handle_authorize",
     "handle_consent",
@@ -928,3 +930,75 @@ def pkce_matches(code: AuthCode, verifier: str) -> bool:
     else:
         computed = verifier
     return hmac.compare_digest(computed.encode(), code.code_challenge.encode())
+
+
+# -- a person at a browser (for tests) ---------------------------------------------------------------------------
+
+
+class _Forms(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, dict[str, str]]] = []
+        self.error = ""
+        self._in_error = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append((a.get("action", ""), {}))
+        elif tag == "input" and self.forms and a.get("type") == "hidden" and a.get("name"):
+            self.forms[-1][1][a["name"]] = a.get("value", "")
+        elif a.get("id") == "error":
+            self._in_error = True
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_error = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_error:
+            self.error += data
+
+
+def _parse_page(response: httpx2.Response) -> _Forms:
+    parser = _Forms()
+    parser.feed(response.text)
+    return parser
+
+
+def _authorization_response(response: httpx2.Response) -> dict[str, str] | None:
+    if response.status_code == 302:
+        location = urllib.parse.urlsplit(response.headers.get("location", ""))
+        return dict(urllib.parse.parse_qsl(location.fragment or location.query))
+    page = _parse_page(response)
+    if response.status_code == 200 and len(page.forms) == 1:
+        fields = page.forms[0][1]
+        if "code" in fields or "error" in fields:  # response_mode=form_post
+            return fields
+    return None
+
+
+def drive_sign_in(client: httpx2.Client, url: str, *, username: str, password: str, consent: bool) -> dict[str, str]:
+    """Open ``url`` (an authorize URL), sign in, consent (or decline), and return what the browser would take to
+    the redirect URI. Raises ``ValueError`` with Entra's message when a page shows an error instead."""
+    response = client.get(url, follow_redirects=False)
+    for step in ("sign-in", "consent", "done"):
+        answer = _authorization_response(response)
+        if answer is not None:
+            return answer
+        page = _parse_page(response)
+        if response.status_code != 200 or len(page.forms) != 1:
+            raise ValueError(page.error.strip() or f"FakeEntra answered {response.status_code} at the {step} step")
+        action, fields = page.forms[0]
+        target = urllib.parse.urljoin(str(response.url), action)
+        if action.endswith("/login"):
+            response = client.post(
+                target, data={**fields, "username": username, "password": password}, follow_redirects=False
+            )
+            retry = _parse_page(response)
+            if response.status_code == 200 and retry.forms and retry.forms[0][0].endswith("/login"):
+                raise ValueError(retry.error.strip() or "sign-in failed")
+        else:
+            response = client.post(
+                target, data={**fields, "decision": "accept" if consent else "deny"}, follow_redirects=False
+            )
+    raise ValueError("the sign-in did not finish")  # pragma: no cover - at most sign-in, consent, answer
