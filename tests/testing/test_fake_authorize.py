@@ -666,3 +666,18 @@ def test_fake_sign_in_plays_the_person(w: World) -> None:
     first = w.fake.sign_in(url, username=w.s.user.upn, password=w.s.user_password, client=w.browser.client)
     again = w.fake.sign_in(url, username="ignored", password="ignored", client=w.browser.client)
     assert first["session_state"] == again["session_state"]
+
+
+def test_graph_user_read_needs_no_consent_page(w: World) -> None:
+    verifier, challenge = pkce()
+    url = authorize_url(w.tid, **cli_params(w, challenge, scope="User.Read openid offline_access"))
+    answer = w.fake.sign_in(url, username=w.s.user.upn, password=w.s.user_password)
+    body = redeem(w, answer["code"], verifier, scope="User.Read openid offline_access").json()
+    access = claims_of(body["access_token"])
+    assert (access["aud"], access["scp"]) == ("00000003-0000-0000-c000-000000000000", "User.Read")
+    assert body["scope"].startswith("https://graph.microsoft.com/User.Read")
+    mail = authorize_url(w.tid, **cli_params(w, challenge, scope="Mail.Read openid", prompt="none"))
+    assert w.fake.sign_in(mail, username=w.s.user.upn, password=w.s.user_password)["error"] in (
+        "consent_required",
+        "login_required",
+    )

@@ -1472,11 +1472,12 @@ def _authorization_code(ctx: _Ctx) -> dict[str, Any]:
     if user is None:
         raise _invalid_grant(50034, "The user account does not exist in the directory.")
     parsed = _parse_scopes(ctx, _first_resource(ctx.get("scope") or code.scope))
-    require_consent = True
     if parsed.resource is None:
         # Sign-in only: Entra's access token is then Microsoft Graph's, for the user's own profile.
         parsed = _Scopes(resource=ctx.fake.microsoft_graph(), prefix=_GRAPH, names=("User.Read",), oidc=parsed.oidc)
-        require_consent = False
+    # Reading one's own profile needs no separate grant (the sign-in page asked for none either).
+    own_profile = isinstance(parsed.resource, App) and parsed.resource.app_id == _GRAPH_ID
+    require_consent = not (own_profile and {n.lower() for n in parsed.names} <= {"user.read"})
     sign_in = _SignIn(nonce=code.nonce, sid=code.sid or None, auth_time=code.auth_time if code.max_age else None)
     body = _user_response(
         ctx,
