@@ -287,7 +287,7 @@ def test_emulator_logs_each_request_without_tokens_or_secrets(cache: Path, tmp_p
     assert re.search(r"token grant=password client=weather-client user=alice@\S+ scopes=\S+/Weather.Read → 200", log)
     assert re.search(r"token grant=client_credentials client=weather-agent-blueprint user=- agent=weather-agent", log)
     assert re.search(r"token grant=jwt-bearer client=weather-agent user=bob@\S+ .* → 200", log)
-    assert re.search(r"token grant=password .*/Nope → 400 invalid_scope AADSTS\d+", log)
+    assert re.search(r"token grant=password .*/Nope → 400 invalid_client AADSTS65005", log)
     assert re.search(r"jwks GET /\S+/discovery/v2.0/keys → 200", log)
     assert JWT.search(log) is None, "a token or assertion was logged"
     for name, value in settings.items():

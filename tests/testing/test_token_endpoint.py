@@ -255,7 +255,7 @@ def test_certificate_assertion_accepted(
     )
     response = post(fake_entra, s.tenant.tenant_id, cert_form(s, assertion))
     assert response.status_code == 200, response.text
-    assert claims_of(response.json()["access_token"])["azpacr"] in {"1", "2"}
+    assert claims_of(response.json()["access_token"])["azpacr"] == "2"
 
 
 def test_certificate_assertion_audience_by_domain(
@@ -518,8 +518,8 @@ def test_obo_failures(fake_entra: FakeEntra, s: Scenario, fake_clock: FakeClock)
     assert code(forged) == (400, "invalid_grant", 50013)
     assert code(user_token(fake_entra, s), scope=f"{s.api.app_id}/Nope.Write") == (
         400,
-        "invalid_scope",
-        70011,
+        "invalid_client",
+        65005,
     )
     assert code(user_token(fake_entra, s), requested_token_use="")[2] == 900144
     form = obo_form(s, user_token(fake_entra, s))

@@ -1,7 +1,8 @@
 """FakeEntra: a faithful local Microsoft Entra ID for tests, examples and demos.
 
 It serves instance discovery, v1/v2 OpenID metadata, JWKS (with the ``issuer`` key property, rotation and
-``?appid=`` keys) and the token endpoint, in process (``fake.transport`` / ``fake.async_transport``) or over
+``?appid=`` keys), the token endpoint, web sign-in (``/authorize`` with its sign-in and consent pages,
+``/logout``) and a managed-identity endpoint, in process (``fake.transport`` / ``fake.async_transport``) or over
 HTTPS on loopback (``fake.serve()``). The pytest plugin (entry point ``entra_mw``) provides the ``fake_entra``
 and ``fake_clock`` fixtures.
 

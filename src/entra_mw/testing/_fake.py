@@ -12,10 +12,13 @@ Endpoints (spec §5.4, §5.5; the token endpoint lives in ``_token_endpoint``):
   ``GET /{tenant}/.well-known/openid-configuration`` for a tenant id, its domain, ``common`` or
   ``organizations``, with optional ``?appid=``;
 * ``GET /{tenant}/discovery/v2.0/keys`` and ``GET /{tenant}/discovery/keys`` (v1), with optional ``?appid=``;
-* ``POST /{tenant}/oauth2/v2.0/token`` and ``POST /{tenant}/oauth2/token`` (v1).
+* ``POST /{tenant}/oauth2/v2.0/token`` and ``POST /{tenant}/oauth2/token`` (v1);
+* ``GET|POST /{tenant}/oauth2/v2.0/authorize``, the sign-in (``POST /{tenant}/login``) and consent
+  (``POST /{tenant}/consent``) pages, ``GET|POST /{tenant}/oauth2/v2.0/logout`` (``_interactive``);
+* ``GET /msi/token`` — the App Service / Container Apps managed-identity endpoint (``_managed_identity``).
 
 Documents are built from the request's own scheme and host, so they work in process and when served; issuers
-always use ``authority_host``.
+always use ``authority_host`` (the served URL after ``serve(as_issuer=True)``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .._clock import Clock, SystemClock
+from ._interactive import (
+    InteractiveState,
+    drive_sign_in,
+    handle_authorize,
+    handle_consent,
+    handle_login,
+    handle_logout,
+)
 from ._keys import (
     SigningKey,
     new_signing_key,
@@ -47,6 +58,7 @@ from ._keys import (
     self_signed_cert,
     thumbprints,
 )
+from ._managed_identity import MANAGED_IDENTITY_PATH, handle_managed_identity
 from ._mint import EXCHANGE_AUDIENCE, MintRequest, build_claims, encode_jws, normalize_scopes
 from ._registry import (
     TEMPLATE_TENANTS,
@@ -72,7 +84,19 @@ __all__ = ["ENDPOINTS", "FakeEntra", "FaultRule", "Faults", "Scenario"]
 _GRANT_NAMES: Final = {grant_type: f"token:{name}" for grant_type, name in GRANTS.items()}
 
 ENDPOINTS: Final = frozenset(
-    {"instance_discovery", "user_realm", "openid_configuration", "jwks", "token", *_GRANT_NAMES.values()}
+    {
+        "instance_discovery",
+        "user_realm",
+        "openid_configuration",
+        "jwks",
+        "token",
+        *_GRANT_NAMES.values(),
+        "authorize",
+        "login",
+        "consent",
+        "logout",
+        "managed_identity",
+    }
 )
 """Endpoint names used by counters and faults (``"*"`` also matches every endpoint in faults)."""
 
@@ -101,6 +125,37 @@ _PUBLIC_CLOUD_ALIASES: Final = (
     "login.microsoft.com",
     "sts.windows.net",
 )
+
+
+_GRAPH_APP_ID: Final = "00000003-0000-0000-c000-000000000000"
+_MICROSOFT_TENANT: Final = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"  # Microsoft Services, Graph's home tenant
+_GRAPH_SCOPES: Final = ("User.Read", "User.ReadBasic.All", "Mail.Read", "Calendars.Read", "Files.Read")
+
+
+def _checked_redirect_uris(uris: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for uri in uris:
+        if any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in uri):
+            raise ValueError(f"redirect URI {uri!r} contains whitespace or control characters")
+        parsed = urllib.parse.urlsplit(uri)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname or parsed.fragment:
+            raise ValueError(f"redirect URI {uri!r} must be an absolute http(s) URL without a fragment")
+        if parsed.scheme == "http" and parsed.hostname not in ("localhost", "127.0.0.1", "::1"):
+            raise ValueError(f"redirect URI {uri!r}: plain http is allowed only for localhost, as in Entra")
+        out.append(uri)
+    return out
+
+
+def _registered_acr(client: App | AgentIdentity) -> Literal["0", "1", "2"]:
+    if isinstance(client, AgentIdentity):
+        return "2"  # agents authenticate only with assertions (T1)
+    if client.is_managed_identity:
+        return "2"  # a managed identity authenticates to Entra with a platform-held certificate
+    if client.secrets:
+        return "1"
+    if client.certificates or client.federated_credentials:
+        return "2"
+    return "0"
 
 
 # -- faults ------------------------------------------------------------------------------------------------
@@ -333,6 +388,9 @@ class FakeEntra:
         self._known: dict[str, SigningKey] = {first.kid: first}  # every key ever made, for sign(kid=...)
         self._scenario: Scenario | None = None
         self._token_state = TokenEndpointState()  # refresh tokens and external OIDC issuers
+        self._interactive_state = InteractiveState()  # pending sign-ins, authorization codes, SSO sessions
+        self.identity_header = secrets.token_urlsafe(24)
+        """The managed-identity endpoint's secret (``IDENTITY_HEADER``); requests must send it."""
         self._served: list[ServedFakeEntra] = []
         self._transport: _Transport | None = None
         self._async_transport: _AsyncTransport | None = None
@@ -372,7 +430,9 @@ class FakeEntra:
         scopes: Sequence[str],
         app_roles: Sequence[str],
         multi_tenant: bool,
-        kind: Literal["app", "blueprint"],
+        kind: Literal["app", "blueprint", "managed_identity"],
+        redirect_uris: Sequence[str] = (),
+        public_client: bool = False,
     ) -> App:
         if access_token_version not in (1, 2):
             raise ValueError("access_token_version must be 1 or 2")
@@ -391,6 +451,8 @@ class FakeEntra:
                 app_roles=tuple(app_roles),
                 multi_tenant=multi_tenant,
                 kind=kind,
+                redirect_uris=_checked_redirect_uris(redirect_uris),
+                public_client=public_client,
             )
             self.registry.apps[aid] = app
         return app
@@ -406,8 +468,14 @@ class FakeEntra:
         scopes: Sequence[str] = (),
         app_roles: Sequence[str] = (),
         multi_tenant: bool = False,
+        redirect_uris: Sequence[str] = (),
+        public_client: bool = False,
     ) -> App:
-        """Register an app (and its service principal). ``identifier_uris`` defaults to ``(api://{app_id},)``."""
+        """Register an app (and its service principal). ``identifier_uris`` defaults to ``(api://{app_id},)``.
+
+        ``redirect_uris`` are its reply URLs for web sign-in; ``public_client=True`` makes it a public client
+        (see :meth:`add_public_client`).
+        """
         return self._add_app(
             tenant,
             display_name=display_name,
@@ -418,7 +486,126 @@ class FakeEntra:
             app_roles=app_roles,
             multi_tenant=multi_tenant,
             kind="app",
+            redirect_uris=redirect_uris,
+            public_client=public_client,
         )
+
+    def add_public_client(
+        self,
+        tenant: Tenant | str,
+        *,
+        display_name: str = "public-client",
+        redirect_uris: Sequence[str] = ("http://localhost",),
+        app_id: str | None = None,
+        multi_tenant: bool = False,
+    ) -> App:
+        """Register a public client: no secret or certificate, PKCE required, the redirect URIs it may use.
+
+        A loopback redirect URI (``http://localhost``, ``http://127.0.0.1``) matches any port, as Entra matches
+        them for desktop and CLI clients (MCP clients listen on a random local port).
+
+        Example::
+
+            cli = fake.add_public_client(s.tenant, redirect_uris=["http://localhost"])
+            fake.pre_authorize(s.api, cli, ["Weather.Read"])  # no consent prompt for this client
+        """
+        return self._add_app(
+            tenant,
+            display_name=display_name,
+            app_id=app_id,
+            identifier_uris=(),
+            access_token_version=2,
+            scopes=(),
+            app_roles=(),
+            multi_tenant=multi_tenant,
+            kind="app",
+            redirect_uris=redirect_uris,
+            public_client=True,
+        )
+
+    def add_redirect_uri(self, app: App, *uris: str) -> None:
+        """Register more reply URLs on ``app``."""
+        checked = _checked_redirect_uris(uris)
+        with self.lock:
+            app.redirect_uris.extend(u for u in checked if u not in app.redirect_uris)
+
+    def pre_authorize(self, resource: App, client: App, scopes: Sequence[str]) -> None:
+        """List ``client`` as an authorized client application of ``resource`` for ``scopes``: its users are
+        never asked to consent to them (the API's "Authorized client applications")."""
+        names = frozenset(normalize_scopes(scopes, resource))
+        unknown = sorted(n for n in names if n not in resource.scopes)
+        if unknown:
+            raise ValueError(f"{resource.display_name} exposes no scope {unknown[0]!r}")
+        with self.lock:
+            key = client.app_id.lower()
+            resource.pre_authorized[key] = resource.pre_authorized.get(key, frozenset()) | names
+
+    def add_managed_identity(
+        self,
+        tenant: Tenant | str,
+        *,
+        display_name: str = "managed-identity",
+        client_id: str | None = None,
+        system_assigned: bool = False,
+    ) -> App:
+        """Register a managed identity the managed-identity endpoint answers for.
+
+        ``system_assigned=True`` makes it the host's system-assigned identity (asked for with no id; at most
+        one); otherwise it is user-assigned and picked by ``client_id``, ``principal_id`` or ``mi_res_id``.
+        Its tokens are app-only (``sub`` = its principal id); :meth:`trust_managed_identity` lets an app accept
+        its ``api://AzureADTokenExchange`` token as a federated credential.
+        """
+        with self.lock:
+            if system_assigned and any(a.system_assigned for a in self.registry.apps.values() if a.is_managed_identity):
+                raise ValueError("a system-assigned managed identity is already registered")
+            identity = self._add_app(
+                tenant,
+                display_name=display_name,
+                app_id=client_id,
+                identifier_uris=(),
+                access_token_version=2,
+                scopes=(),
+                app_roles=(),
+                multi_tenant=False,
+                kind="managed_identity",
+            )
+            identity.system_assigned = system_assigned
+            if not system_assigned:
+                identity.mi_resource_id = (
+                    f"/subscriptions/{uuid.uuid5(uuid.NAMESPACE_URL, identity.tenant_id)}/resourceGroups/fake-entra"
+                    f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{display_name}"
+                )
+        return identity
+
+    def trust_managed_identity(self, app: App, identity: App) -> FederatedCredential:
+        """Let ``app`` authenticate with ``identity``'s token for ``api://AzureADTokenExchange`` (a federated
+        identity credential: issuer = the identity's tenant's v2 issuer, subject = its principal id)."""
+        if not identity.is_managed_identity:
+            raise ValueError("trust_managed_identity needs a managed identity (add_managed_identity)")
+        return self.add_federated_credential(
+            app, issuer=self._v2_issuer(identity.tenant_id), subject=identity.principal_id
+        )
+
+    def microsoft_graph(self) -> App:
+        """Microsoft Graph (``00000003-0000-0000-c000-000000000000``, multi-tenant, ``User.Read`` & co.),
+        registered on first use in Microsoft's own tenant. Resourceless scopes (``User.Read``) and sign-in-only
+        requests (``openid profile``) resolve to it, as with Entra."""
+        with self.lock:
+            found = self.registry.app(_GRAPH_APP_ID)
+            if found is not None:
+                return found
+            if self.registry.tenant(_MICROSOFT_TENANT) is None:
+                self.add_tenant(
+                    tenant_id=_MICROSOFT_TENANT, domain="microsoft.onmicrosoft.com", display_name="Microsoft Services"
+                )
+            return self.add_app(
+                _MICROSOFT_TENANT,
+                display_name="Microsoft Graph",
+                app_id=_GRAPH_APP_ID,
+                identifier_uris=("https://graph.microsoft.com",),
+                scopes=_GRAPH_SCOPES,
+                multi_tenant=True,
+            )
 
     def add_blueprint(self, tenant: Tenant | str, **kwargs: Any) -> App:
         """Register an agent identity blueprint: :meth:`add_app` with ``kind="blueprint"`` (spec §3.1)."""
@@ -619,6 +806,45 @@ class FakeEntra:
             )
             return self._scenario
 
+    def sign_in(
+        self,
+        authorize_url: str,
+        *,
+        username: str,
+        password: str,
+        consent: bool = True,
+        client: httpx2.Client | None = None,
+    ) -> dict[str, str]:
+        """Play the person at the browser: open ``authorize_url``, fill in the sign-in page, accept (or decline)
+        the consent page, and return the parameters the browser would bring to the redirect URI (``code``,
+        ``state``, ``session_state`` — or ``error``, ``error_description``), whatever the ``response_mode``.
+
+        ``client`` keeps the browser's cookies (the SSO session) between calls; by default a new in-process one
+        is used. Pass ``httpx2.Client(verify=served.ssl_context())`` for a served FakeEntra. A page that shows
+        an error (wrong password, unregistered redirect URI …) raises ``ValueError`` with Entra's message.
+
+        Example::
+
+            flow = app.initiate_auth_code_flow(scopes, redirect_uri=uri, response_mode="form_post")
+            result = app.acquire_token_by_auth_code_flow(flow, fake.sign_in(flow["auth_uri"], username=u, password=p))
+        """
+        if client is not None:
+            return drive_sign_in(client, authorize_url, username=username, password=password, consent=consent)
+        with httpx2.Client(transport=self.transport) as own:
+            return drive_sign_in(own, authorize_url, username=username, password=password, consent=consent)
+
+    @property
+    def test_users(self) -> tuple[User, ...]:
+        """Users who can sign in on the sign-in page (those registered with a password), for printing.
+
+        Example::
+
+            for user in fake.test_users:
+                print(user.upn, user.password)
+        """
+        with self.lock:
+            return tuple(u for u in self.registry.users.values() if u.password is not None)
+
     # -- keys ------------------------------------------------------------------------------------------------
 
     @property
@@ -699,6 +925,7 @@ class FakeEntra:
         fmi_path: str | None = None,
         extra_claims: Mapping[str, Any] | None = None,
         kid: str | None = None,
+        azpacr: Literal["0", "1", "2"] | None = None,
     ) -> str:
         """Mint an access token with Entra's real shape (spec §3.7, §4; ED access-tokens.md).
 
@@ -711,6 +938,9 @@ class FakeEntra:
           ``sub`` ``/eid1/c/pub/t/../a/../{path}``.
         * ``extra_claims`` are merged last; a ``None`` value removes that claim.
         * signed with the resource's app-specific key if it has one, else the current key (or ``kid``).
+        * ``azpacr`` (``appidacr`` on v1) is how the client authenticated: ``"0"`` public client, ``"1"``
+          secret, ``"2"`` certificate or signed assertion. The token endpoint passes the credential actually
+          used; minted directly, it follows the client's registered credentials (agents always ``"2"``).
 
         Example::
 
@@ -746,14 +976,10 @@ class FakeEntra:
             ver = 2 if res is None else (version if version is not None else res.access_token_version)
             if ver not in (1, 2):
                 raise ValueError("version must be 1 or 2")
-            if isinstance(client, AgentIdentity):
-                azpacr = "2"  # agents authenticate only with assertions (T1)
-            elif client.secrets:
-                azpacr = "1"
-            elif client.certificates or client.federated_credentials:
-                azpacr = "2"
-            else:
-                azpacr = "0"
+            if azpacr is None:
+                azpacr = _registered_acr(client)
+            elif azpacr not in ("0", "1", "2"):
+                raise ValueError("azpacr must be '0', '1' or '2'")
             if kid is None and res is not None and res.app_id.lower() in self._app_keys:
                 key = self._app_keys[res.app_id.lower()][-1]
             else:
@@ -917,8 +1143,13 @@ class FakeEntra:
             raise httpx2.ConnectError("FakeEntra: connection failed (injected outage)", request=request)
         return plan.respond()
 
-    def serve(self, *, port: int = 0) -> ServedFakeEntra:
+    def serve(self, *, port: int = 0, as_issuer: bool = False) -> ServedFakeEntra:
         """Serve this FakeEntra over HTTPS on ``127.0.0.1`` (``port=0``: a free one); use as a context manager.
+
+        ``as_issuer=True`` makes the served URL this FakeEntra's authority host: issuers, tokens and discovery
+        then say ``https://127.0.0.1:{port}/{tenant}/v2.0``, so clients that require the metadata ``issuer`` to
+        equal the URL they discovered it from (RFC 8414 §3.3: the ``mcp`` SDK's OAuth client) accept it. Call it
+        before minting tokens (earlier tokens keep the old issuer); one served instance at most.
 
         Example::
 
@@ -928,8 +1159,13 @@ class FakeEntra:
         """
         from ._serve import ServedFakeEntra
 
-        served = ServedFakeEntra(self, port=port)
         with self.lock:
+            if as_issuer and any(item._as_issuer for item in self._served if not item.closed):
+                raise ValueError("another served instance is already this FakeEntra's issuer")
+            served = ServedFakeEntra(self, port=port)
+            if as_issuer:
+                served._as_issuer = True
+                self.authority_host = f"127.0.0.1:{served.port}"
             self._served.append(served)
         return served
 
@@ -1064,6 +1300,16 @@ class FakeEntra:
             return "jwks", self._get_only(method, lambda: self._jwks(request, "common"))
         if (n == 4 and low[1:] == ["oauth2", "v2.0", "token"]) or (n == 3 and low[1:] == ["oauth2", "token"]):
             return "token", lambda: handle_token_request(self, segs[0], request)
+        if n == 4 and low[1:] == ["oauth2", "v2.0", "authorize"]:
+            return "authorize", lambda: handle_authorize(self, segs[0], request)
+        if n == 2 and low[1] == "login":
+            return "login", lambda: handle_login(self, segs[0], request)
+        if n == 2 and low[1] == "consent":
+            return "consent", lambda: handle_consent(self, segs[0], request)
+        if (n == 4 and low[1:] == ["oauth2", "v2.0", "logout"]) or (n == 3 and low[1:] == ["oauth2", "logout"]):
+            return "logout", lambda: handle_logout(self, segs[0], request)
+        if "/".join(low) == MANAGED_IDENTITY_PATH:
+            return "managed_identity", lambda: handle_managed_identity(self, request)
         return "other", lambda: self.json_response(
             {"error": "not_found", "error_description": "FakeEntra has no such endpoint."}, status=404
         )
@@ -1126,10 +1372,13 @@ class FakeEntra:
         aliases = list(_PUBLIC_CLOUD_ALIASES) if self.authority_host in _PUBLIC_CLOUD_ALIASES else []
         if self.authority_host not in aliases:
             aliases.insert(0, self.authority_host)
+        # Entra names login.windows.net as the public cloud's cache key (MSAL stores tokens under it); other
+        # authority hosts are their own cache key.
+        public = self.authority_host in _PUBLIC_CLOUD_ALIASES
         metadata: list[dict[str, Any]] = [
             {
                 "preferred_network": self.authority_host,
-                "preferred_cache": self.authority_host,
+                "preferred_cache": "login.windows.net" if public else self.authority_host,
                 "aliases": aliases,
             }
         ]

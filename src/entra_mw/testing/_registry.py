@@ -87,7 +87,12 @@ class App:
     manifest's ``accessTokenAcceptedVersion`` (1 or 2): the version of tokens minted *for* this app as a resource.
     ``scopes`` are the delegated permissions it exposes; ``app_roles`` the application permissions it exposes.
     ``granted_roles`` maps a resource app id to the app roles this app (as a client) was granted there.
-    ``kind`` marks agent blueprints; agent identities are separate records (:class:`AgentIdentity`).
+    ``kind`` marks agent blueprints and managed identities; agent identities are separate records
+    (:class:`AgentIdentity`). ``redirect_uris`` are the registered reply URLs (web, SPA, and mobile & desktop
+    platforms together); ``public_client`` marks a client with no credentials (mobile & desktop, CLI, MCP
+    clients), which must use PKCE and may not present a secret. ``pre_authorized`` (on an API) maps a client
+    app id to the scopes that client may use without anyone's consent ("Authorized client applications").
+    ``mi_resource_id`` is a user-assigned managed identity's Azure resource id.
     """
 
     app_id: str
@@ -102,13 +107,27 @@ class App:
     secrets: list[Secret] = field(default_factory=list)
     certificates: list[Certificate] = field(default_factory=list)
     federated_credentials: list[FederatedCredential] = field(default_factory=list)
-    kind: Literal["app", "blueprint"] = "app"
+    kind: Literal["app", "blueprint", "managed_identity"] = "app"
     multi_tenant: bool = False
     optional_agent_claims: bool = True  # emit xms_par_app_azp & co. on agent tokens for this resource
+    redirect_uris: list[str] = field(default_factory=list)
+    public_client: bool = False
+    pre_authorized: dict[str, frozenset[str]] = field(default_factory=dict)
+    mi_resource_id: str = ""
+    system_assigned: bool = False
 
     @property
     def is_blueprint(self) -> bool:
         return self.kind == "blueprint"
+
+    @property
+    def is_managed_identity(self) -> bool:
+        return self.kind == "managed_identity"
+
+    @property
+    def principal_id(self) -> str:
+        """The service principal's object id (a managed identity's "principal id", its tokens' ``sub``)."""
+        return self.sp_object_id
 
 
 @dataclass(eq=False)
@@ -214,4 +233,7 @@ class Registry:
             if grant.user_oid is not None and (user_oid is None or grant.user_oid.lower() != user_oid.lower()):
                 continue
             out.update(grant.scopes)
+        resource = self.apps.get(resource_app_id.lower())
+        if resource is not None:
+            out.update(resource.pre_authorized.get(client_app_id.lower(), frozenset()))
         return frozenset(out)

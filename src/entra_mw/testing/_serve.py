@@ -3,7 +3,8 @@
 Each request becomes an ``httpx2.Request`` and runs through the same plan as the in-process transport; an
 outage fault closes the connection without an answer. The CA certificate is written to a private temporary
 directory; clients trust it with ``httpx2.Client(verify=served.ssl_context())`` (httpx2 deprecates
-``verify=<path>``).
+``verify=<path>``). ``ca_bundle`` is the same CA appended to the system's trusted roots, for variables that
+*replace* a client's trust store (``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``) rather than add to it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx2
 
 from ._keys import tls_material
+from ._managed_identity import MANAGED_IDENTITY_PATH
 
 if TYPE_CHECKING:
     from ._fake import FakeEntra
@@ -133,6 +135,37 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _answer
 
 
+# Where the operating system keeps its roots when certifi is absent (Debian/Ubuntu/Alpine, Fedora/RHEL, macOS
+# Homebrew, OpenSSL's compiled-in default). ``SSL_CERT_FILE`` is not consulted: it may already point at a
+# FakeEntra bundle.
+_SYSTEM_BUNDLES: Final = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/usr/local/etc/openssl/cert.pem",
+)
+
+
+def system_ca_pem() -> bytes:
+    """The trusted roots clients use by default: certifi's bundle (what ``requests`` uses), else the system's."""
+    candidates: list[str] = []
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - certifi comes with requests, which msal requires
+        pass
+    else:
+        candidates.append(certifi.where())
+    candidates.append(ssl.get_default_verify_paths().openssl_cafile)
+    candidates.extend(_SYSTEM_BUNDLES)
+    for candidate in candidates:
+        path = Path(candidate)
+        if path.is_file():
+            data = path.read_bytes()
+            if b"-----BEGIN CERTIFICATE-----" in data:
+                return data
+    return b""  # pragma: no cover - a machine with no trusted roots at all
+
+
 def _cleanup(server: _Server, thread: threading.Thread, tmpdir: str) -> None:
     server.shutdown()
     server.drop_connections()
@@ -155,6 +188,8 @@ class ServedFakeEntra:
     """
 
     def __init__(self, fake: FakeEntra, *, port: int = 0) -> None:
+        self._fake = fake
+        self._as_issuer = False
         material = tls_material(("127.0.0.1", "localhost"))
         self._tmpdir = tempfile.mkdtemp(prefix="fake-entra-")
         tmp = Path(self._tmpdir)
@@ -171,6 +206,12 @@ class ServedFakeEntra:
         self.base_url = f"https://127.0.0.1:{self.port}/"
         self.ca_file = str(tmp / "ca.pem")
         self.ca_pem = material.ca_pem
+        system = system_ca_pem()
+        bundle = tmp / "ca-bundle.pem"
+        bundle.write_bytes(system.rstrip(b"\n") + b"\n\n# FakeEntra test CA\n" + material.ca_pem)
+        self.ca_bundle = str(bundle)
+        """The system's trusted roots plus this server's CA: point ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE``
+        here to trust FakeEntra without distrusting everything else."""
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -184,6 +225,38 @@ class ServedFakeEntra:
     def instance(self) -> str:
         """The authority instance to configure clients with (same as :attr:`base_url`)."""
         return self.base_url
+
+    def authority(self, tenant: str) -> str:
+        """``{base_url}{tenant}``: the authority for MSAL (``instance_discovery=False``) and azure-identity."""
+        return f"{self.base_url}{tenant}"
+
+    def issuer(self, tenant_id: str) -> str:
+        """The tenant's v2 issuer as this FakeEntra states it (the served URL when served ``as_issuer``)."""
+        return f"https://{self._fake.authority_host}/{tenant_id}/v2.0"
+
+    def authorize_endpoint(self, tenant: str) -> str:
+        """Where a browser starts web sign-in: ``{base_url}{tenant}/oauth2/v2.0/authorize``."""
+        return f"{self.base_url}{tenant}/oauth2/v2.0/authorize"
+
+    def logout_endpoint(self, tenant: str) -> str:
+        """``{base_url}{tenant}/oauth2/v2.0/logout`` (``post_logout_redirect_uri`` must be registered)."""
+        return f"{self.base_url}{tenant}/oauth2/v2.0/logout"
+
+    @property
+    def managed_identity_endpoint(self) -> str:
+        """The managed-identity endpoint, for ``IDENTITY_ENDPOINT`` (App Service / Container Apps style)."""
+        return f"{self.base_url}{MANAGED_IDENTITY_PATH}"
+
+    def managed_identity_env(self) -> dict[str, str]:
+        """``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` as App Service sets them: with these two variables (and
+        :attr:`ca_bundle` trusted), MSAL's and azure-identity's managed-identity clients reach FakeEntra.
+
+        Example::
+
+            os.environ.update(served.managed_identity_env())
+            os.environ["REQUESTS_CA_BUNDLE"] = served.ca_bundle
+        """
+        return {"IDENTITY_ENDPOINT": self.managed_identity_endpoint, "IDENTITY_HEADER": self._fake.identity_header}
 
     def ssl_context(self) -> ssl.SSLContext:
         """A new client ``SSLContext`` trusting this server's CA: ``httpx2.Client(verify=...)``."""

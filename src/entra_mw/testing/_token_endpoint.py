@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote_plus
 
 import httpx2
@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .._clock import Clock
+from ._interactive import pkce_matches, resource_indicator_matches
 from ._keys import b64url, b64url_decode, pooled_rsa_key, rsa_jwk_numbers
 from ._mint import EXCHANGE_AUDIENCE, OIDC_SCOPES, encode_jws, fmi_subject, pairwise_sub
 from ._registry import TEMPLATE_TENANTS, AgentIdentity, AgentUser, App, Certificate, Tenant, User
@@ -58,7 +59,13 @@ if TYPE_CHECKING:
 
     from ._fake import FakeEntra
 
-__all__ = ["GRANTS", "FakeOidcIssuer", "TokenEndpointState", "fake_oidc_issuer", "handle_token_request"]
+__all__ = [
+    "GRANTS",
+    "FakeOidcIssuer",
+    "TokenEndpointState",
+    "fake_oidc_issuer",
+    "handle_token_request",
+]
 
 _ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _GRANT_JWT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -69,10 +76,12 @@ GRANTS: Final = {
     "user_fic": "user_fic",
     "refresh_token": "refresh_token",
     "password": "password",
+    "authorization_code": "authorization_code",
 }
 """``grant_type`` → the grant's name (counted as ``token:{name}``)."""
 _RSA_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _GRAPH: Final = "https://graph.microsoft.com"
+_GRAPH_ID: Final = "00000003-0000-0000-c000-000000000000"
 _MAX_BODY: Final = 1 << 20
 _MAX_TOKEN: Final = 64 * 1024
 _MAX_FIELDS: Final = 200
@@ -337,6 +346,7 @@ class _Ctx:
     tenant: Tenant | None  # None for common/organizations until a grant resolves it
     params: dict[str, str]
     now: float
+    v1: bool = False
 
     def get(self, name: str) -> str | None:
         value = self.params.get(name)
@@ -432,7 +442,7 @@ def _handle(fake: FakeEntra, segment: str, request: httpx2.Request, now: float) 
             )
     params = _parse_body(request)
     v1 = request.url.path.rstrip("/").endswith("/oauth2/token")
-    ctx = _Ctx(fake=fake, request=request, segment=segment, tenant=tenant, params=params, now=now)
+    ctx = _Ctx(fake=fake, request=request, segment=segment, tenant=tenant, params=params, now=now, v1=v1)
     if v1 and ctx.get("resource") and not ctx.get("scope"):
         # v1 names a resource, not scopes; its token carries every permission granted for that resource.
         ctx.params["scope"] = ctx.require("resource").rstrip("/") + "/.default"
@@ -457,6 +467,8 @@ def _handle(fake: FakeEntra, segment: str, request: httpx2.Request, now: float) 
         result = _user_fic(ctx)
     elif name == "refresh_token":
         result = _refresh_token(ctx)
+    elif name == "authorization_code":
+        result = _authorization_code(ctx)
     else:
         result = _password(ctx)
     return _v1_shape(ctx, result) if v1 else result
@@ -482,6 +494,9 @@ def _v1_shape(ctx: _Ctx, result: dict[str, Any]) -> dict[str, Any]:
 class _Client:
     record: App | AgentIdentity
     confidential: bool
+    # How the client authenticated, as ``azpacr`` / ``appidacr`` state it: "0" public client, "1" client
+    # secret, "2" certificate or signed assertion (ED access-tokens.md).
+    acr: Literal["0", "1", "2"]
 
     @property
     def app_id(self) -> str:
@@ -553,6 +568,10 @@ def _authenticate(ctx: _Ctx, *, required: bool, grant: str) -> _Client:
             "'client_secret', "
             "'client_assertion' and 'request' parameters.",
         )
+    if isinstance(record, App) and record.public_client and (given or ctx.get("client_assertion_type")):
+        raise _invalid_client(
+            700025, "Client is public so neither 'client_assertion' nor 'client_secret' should be presented."
+        )
     if assertion is not None:
         atype = ctx.get("client_assertion_type")
         if atype is None:
@@ -560,13 +579,13 @@ def _authenticate(ctx: _Ctx, *, required: bool, grant: str) -> _Client:
         if atype != _ASSERTION_TYPE:
             raise _malformed("The client_assertion_type is not supported.")
         _check_assertion(ctx, record, assertion)
-        return _Client(record=record, confidential=True)
+        return _Client(record=record, confidential=True, acr="2")
     if ctx.get("client_assertion_type") is not None:
         raise _missing("client_assertion")
     value = secret if secret is not None else body_secret
     if value is not None:
         _check_secret(ctx, record, value)
-        return _Client(record=record, confidential=True)
+        return _Client(record=record, confidential=True, acr="1")
     if required:
         if grant == "client_credentials":
             raise _invalid_client(
@@ -577,7 +596,7 @@ def _authenticate(ctx: _Ctx, *, required: bool, grant: str) -> _Client:
             7000218,
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
         )
-    return _Client(record=record, confidential=False)
+    return _Client(record=record, confidential=False, acr="0")
 
 
 def _check_secret(ctx: _Ctx, record: App | AgentIdentity, value: str) -> None:
@@ -877,6 +896,8 @@ class _Scopes:
 def _resolve_resource(ctx: _Ctx, identifier: str) -> App | str:
     if identifier.rstrip("/").lower() == EXCHANGE_AUDIENCE.lower():
         return EXCHANGE_AUDIENCE
+    if identifier.rstrip("/").lower() in (_GRAPH, _GRAPH_ID):
+        ctx.fake.microsoft_graph()  # registered on first use, as every tenant can reach it
     app = ctx.fake.registry.app_by_identifier(identifier) if len(identifier) <= 1000 else None
     tenant = ctx.tenant
     if (
@@ -899,6 +920,18 @@ def _resolve_resource(ctx: _Ctx, identifier: str) -> App | str:
             "tenant.",
         )
     return app
+
+
+def _check_resource_indicator(ctx: _Ctx, resource: App | str) -> None:
+    # The v2 endpoint takes the resource from the scopes. Entra refuses an RFC 8707 ``resource`` (which MCP
+    # clients send: the protected-resource document's ``resource``) that names anything else (AADSTS9010010).
+    value = None if ctx.v1 else ctx.get("resource")
+    if value is not None and not resource_indicator_matches(resource, value):
+        raise _OAuthError(
+            9010010,
+            "invalid_target",
+            "The resource parameter provided in the request doesn't match with the requested scopes.",
+        )
 
 
 def _parse_scopes(ctx: _Ctx, raw: str) -> _Scopes:
@@ -967,7 +1000,17 @@ def _client_info(oid: str, tid: str) -> str:
     return b64url(json.dumps({"uid": oid, "utid": tid}, separators=(",", ":")).encode())
 
 
-def _id_token(ctx: _Ctx, user: User | AgentUser, client_id: str, tid: str) -> str:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SignIn:
+    """What an interactive sign-in adds to the ID token (ED id-token-claims-reference.md)."""
+
+    nonce: str | None = None
+    sid: str | None = None
+    auth_time: int | None = None  # sent when the request asked for max_age (OIDC Core §3.1.2.1)
+
+
+def _id_token(ctx: _Ctx, user: User | AgentUser, client_id: str, tid: str, sign_in: _SignIn | None = None) -> str:
+    """A v2 ID token as Entra shapes it: ``aud`` = the client, ``sub`` pairwise per app, ``nonce`` echoed."""
     now = int(ctx.now)
     claims: dict[str, Any] = {
         "aud": client_id,
@@ -975,15 +1018,30 @@ def _id_token(ctx: _Ctx, user: User | AgentUser, client_id: str, tid: str) -> st
         "iat": now,
         "nbf": now,
         "exp": now + _ID_TOKEN_LIFETIME,
-        "name": user.display_name or user.upn.split("@", 1)[0],
-        "oid": user.object_id,
-        "preferred_username": user.upn,
-        "rh": f"1.A{b64url(secrets.token_bytes(33))}.",
-        "sub": pairwise_sub(user.object_id, client_id),
-        "tid": tid,
-        "uti": b64url(secrets.token_bytes(16)),
-        "ver": "2.0",
+        "aio": b64url(secrets.token_bytes(48)),
     }
+    if sign_in is not None and sign_in.auth_time is not None:
+        claims["auth_time"] = sign_in.auth_time
+    claims["name"] = user.display_name or user.upn.split("@", 1)[0]
+    if sign_in is not None and sign_in.nonce is not None:
+        claims["nonce"] = sign_in.nonce
+    claims.update(
+        {
+            "oid": user.object_id,
+            "preferred_username": user.upn,
+            "rh": f"1.A{b64url(secrets.token_bytes(33))}.",
+        }
+    )
+    if sign_in is not None and sign_in.sid:
+        claims["sid"] = sign_in.sid
+    claims.update(
+        {
+            "sub": pairwise_sub(user.object_id, client_id),
+            "tid": tid,
+            "uti": b64url(secrets.token_bytes(16)),
+            "ver": "2.0",
+        }
+    )
     return ctx.fake.sign(claims)
 
 
@@ -995,11 +1053,13 @@ def _user_response(
     parsed: _Scopes,
     require_consent: bool = True,
     amr: tuple[str, ...] = (),
+    sign_in: _SignIn | None = None,
 ) -> dict[str, Any]:
     """A delegated grant's answer: ``user``'s token for the scopes ``parsed`` asks (see :func:`_delegated`)."""
     resource, scopes = _delegated(
         ctx, client_id=client.app_id, user_oid=user.object_id, parsed=parsed, require_consent=require_consent
     )
+    _check_resource_indicator(ctx, resource)
     tid = ctx.tenant_id
     oidc = parsed.oidc
     prefix = parsed.prefix or (resource.identifier_uris[0] if resource.identifier_uris else resource.app_id)
@@ -1011,6 +1071,7 @@ def _user_response(
         user=user,
         scopes=list(scopes),
         extra_claims=extra or None,
+        azpacr=client.acr,
     )
     body = _app_response(token, ctx.now)
     granted = [f"{prefix}/{s}" for s in scopes]
@@ -1031,7 +1092,7 @@ def _user_response(
         )
         body["refresh_token"] = rt
     if "openid" in oidc:
-        body["id_token"] = _id_token(ctx, user, client.app_id, tid)
+        body["id_token"] = _id_token(ctx, user, client.app_id, tid, sign_in)
     if ctx.get("client_info") == "1":
         body["client_info"] = _client_info(user.object_id, tid)
     return body
@@ -1043,13 +1104,7 @@ def _delegated(
     """The resource and the scopes granted for a delegated request (consent enforced; spec §5.3 AADSTS65001)."""
     resource = parsed.resource
     if resource is None:
-        graph = ctx.fake.registry.app_by_identifier(_GRAPH)
-        if graph is None:
-            raise _invalid_scope(
-                70011,
-                "The provided value for the input parameter 'scope' is not valid. A resource scope is required.",
-            )
-        resource = graph
+        resource = ctx.fake.microsoft_graph()  # OpenID Connect scopes alone: the access token is Graph's
     if isinstance(resource, str):
         raise _invalid_scope(
             70011,
@@ -1068,11 +1123,13 @@ def _delegated(
         exposed = {s.lower(): s for s in resource.scopes}
         unknown = [n for n in names if n.lower() not in exposed]
         if unknown:
-            raise _invalid_scope(
-                70011,
-                "The provided value for the input parameter 'scope' is not valid. The scope "
-                f"{unknown[0][:100]} does not "
-                f"exist on the resource '{resource.app_id}'.",
+            # A well-formed scope the resource does not expose: Entra answers AADSTS65005 (invalid_client),
+            # not the syntax error 70011.
+            raise _OAuthError(
+                65005,
+                "invalid_client",
+                f"The application '{client_id}' asked for scope '{unknown[0][:100]}' that doesn't exist on the "
+                f"resource '{resource.app_id}'. Contact the app vendor.",
             )
         names = tuple(exposed[n.lower()] for n in names)
     consented = ctx.fake.registry.consented_scopes(client_id, resource.app_id, user_oid)
@@ -1131,6 +1188,7 @@ def _client_credentials(ctx: _Ctx) -> dict[str, Any]:
             "The provided value for the input parameter scope is not valid because it contains more than one resource.",
         )
     resource = resources[0]
+    _check_resource_indicator(ctx, resource)
     record = client.record
     fmi_path = ctx.get("fmi_path")
     if fmi_path is not None:
@@ -1153,7 +1211,9 @@ def _client_credentials(ctx: _Ctx) -> dict[str, Any]:
         # §3.1).
         fmi_path = agent.app_id
     # An app token's roles are the client's grants on the resource (issue_token's default).
-    token = ctx.fake.issue_token(tenant=ctx.tenant_id, resource=resource, client=record, fmi_path=fmi_path)
+    token = ctx.fake.issue_token(
+        tenant=ctx.tenant_id, resource=resource, client=record, fmi_path=fmi_path, azpacr=client.acr
+    )
     return _app_response(token, ctx.now)
 
 
@@ -1341,6 +1401,96 @@ def _refresh_token(ctx: _Ctx) -> dict[str, Any]:
     )
     # Entra rotates refresh tokens but keeps the old one valid until it expires.
     record.expires_at = max(record.expires_at, ctx.now + _REFRESH_TOKEN_LIFETIME)
+    return body
+
+
+def _first_resource(raw: str) -> str:
+    """``raw`` with the scopes of its first resource only (plus the OIDC scopes): Entra issues one access token,
+    for the first resource, when a code was obtained for several."""
+    items = raw.split()
+    first = next((i.rpartition("/")[0] if "/" in i else _GRAPH for i in items if i.lower() not in OIDC_SCOPES), None)
+    return " ".join(
+        i
+        for i in items
+        if i.lower() in OIDC_SCOPES or (i.rpartition("/")[0] if "/" in i else _GRAPH).lower() == (first or "").lower()
+    )
+
+
+def _authorization_code(ctx: _Ctx) -> dict[str, Any]:
+    value = ctx.require("code")
+    redirect_uri = ctx.require("redirect_uri")
+    state = ctx.fake._interactive_state
+    code = state.codes.get(value) if len(value) <= 1024 else None
+    if code is None:
+        raise _invalid_grant(70000, "Provided grant is invalid or malformed.")
+    if code.redeemed:
+        # A replayed code revokes what it gave (RFC 6749 §4.1.2): someone else may hold it.
+        for token in code.refresh_tokens:
+            ctx.fake._token_state.refresh_tokens.pop(token, None)
+        raise _invalid_grant(
+            54005,
+            "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing "
+            "refresh token.",
+        )
+    if code.expires_at <= ctx.now:
+        raise _invalid_grant(
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive "
+            "authorization request for this user and resource.",
+        )
+    if ctx.tenant is None:
+        ctx.tenant = ctx.fake.registry.tenant(code.tenant_id)
+        if ctx.tenant is None:  # pragma: no cover - tenants are never removed
+            raise _no_tenant()
+    elif ctx.tenant.tenant_id != code.tenant_id:
+        raise _invalid_grant(
+            700005,
+            "Provided Authorization Code is intended to use against other tenant, thus rejected.",
+        )
+    client = _authenticate(ctx, required=False, grant="authorization_code")
+    record = client.record
+    if not client.confidential and not (isinstance(record, App) and record.public_client):
+        raise _invalid_client(
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        )
+    if client.app_id != code.client_id:
+        raise _invalid_grant(70000, "Provided grant is invalid or malformed. The code was issued to another client.")
+    if redirect_uri != code.redirect_uri:
+        raise _invalid_grant(
+            500112,
+            f"The reply address '{redirect_uri[:300]}' does not match the reply address '{code.redirect_uri}' "
+            "provided when requesting Authorization code.",
+        )
+    if code.code_challenge is not None:
+        verifier = ctx.require("code_verifier")
+        if not pkce_matches(code, verifier):
+            raise _invalid_grant(
+                501481, "The Code_Verifier does not match the code_challenge supplied in the authorization request."
+            )
+    user = ctx.fake.registry.users.get(code.user_oid)
+    if user is None:
+        raise _invalid_grant(50034, "The user account does not exist in the directory.")
+    parsed = _parse_scopes(ctx, _first_resource(ctx.get("scope") or code.scope))
+    if parsed.resource is None:
+        # Sign-in only: Entra's access token is then Microsoft Graph's, for the user's own profile.
+        parsed = _Scopes(resource=ctx.fake.microsoft_graph(), prefix=_GRAPH, names=("User.Read",), oidc=parsed.oidc)
+    # Reading one's own profile needs no separate grant (the sign-in page asked for none either).
+    own_profile = isinstance(parsed.resource, App) and parsed.resource.app_id == _GRAPH_ID
+    require_consent = not (own_profile and {n.lower() for n in parsed.names} <= {"user.read"})
+    sign_in = _SignIn(nonce=code.nonce, sid=code.sid or None, auth_time=code.auth_time if code.max_age else None)
+    body = _user_response(
+        ctx,
+        client=client,
+        user=user,
+        parsed=parsed,
+        require_consent=require_consent,
+        amr=("pwd", "mfa") if user.mfa_required else ("pwd",),
+        sign_in=sign_in,
+    )
+    code.redeemed = True
+    if "refresh_token" in body:
+        code.refresh_tokens.append(body["refresh_token"])
     return body
 
 
