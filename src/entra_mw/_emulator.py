@@ -160,6 +160,8 @@ class Directory:
     agent_user: AgentUser
     users: tuple[User, ...]
     password: str = field(repr=False)
+    web: App
+    identity: App
 
 
 def _pin_object_id(fake: FakeEntra, record: User | AgentUser, object_id: str) -> None:
@@ -214,6 +216,17 @@ def build_directory(fake: FakeEntra, seed: str = DEFAULT_SEED) -> Directory:
     fake.grant_app_roles(agent, api, ["Weather.Read.All"])
     agent_user = fake.add_agent_user(agent, upn=f"weather-agent@{tenant.domain}")
     _pin_object_id(fake, agent_user, _derived_id(seed, "agent-user"))
+    # Web sign-in: a web app that signs users in on a laptop (any loopback port, callback /auth/callback) and
+    # authenticates with a managed identity used as a federated credential, so it needs no secret at all.
+    web = fake.add_app(
+        tenant,
+        display_name="weather-web",
+        app_id=_derived_id(seed, "web"),
+        redirect_uris=(*_WEB_REDIRECTS, *(u.rsplit("/auth/callback", 1)[0] + "/" for u in _WEB_REDIRECTS)),
+    )
+    identity = fake.add_managed_identity(tenant, display_name="weather-web-identity", client_id=_derived_id(seed, "mi"))
+    fake.trust_managed_identity(web, identity)
+    fake.identity_header = _derived_secret(seed, "identity-header")
     return Directory(
         seed=seed,
         tenant=tenant,
@@ -227,7 +240,13 @@ def build_directory(fake: FakeEntra, seed: str = DEFAULT_SEED) -> Directory:
         agent_user=agent_user,
         users=tuple(users),
         password=USER_PASSWORD,
+        web=web,
+        identity=identity,
     )
+
+
+# The web app's reply URLs: loopback ones match any port, so a laptop's dev server on any port works.
+_WEB_REDIRECTS: Final = ("http://localhost/auth/callback", "http://127.0.0.1/auth/callback")
 
 
 # -- TLS: a CA kept across restarts, and a bundle with the system CAs -------------------------------------------------
@@ -463,7 +482,9 @@ def _value(text: str) -> str:
     return text if text and all(c.isalnum() or c in "-_.:/@~+=%,^" for c in text) else shlex.quote(text)
 
 
-def settings_text(directory: Directory, *, base_url: str, ca_bundle: Path, ca_file: Path) -> str:
+def settings_text(
+    directory: Directory, *, base_url: str, ca_bundle: Path, ca_file: Path, identity_header: str = ""
+) -> str:
     d = directory
     users = ",".join(u.upn for u in d.users)
 
@@ -508,6 +529,18 @@ def settings_text(directory: Directory, *, base_url: str, ca_bundle: Path, ca_fi
         kv("ENTRA_EMULATOR_BLUEPRINT_SECRET", d.blueprint_secret),
         kv("ENTRA_EMULATOR_AGENT_ID", d.agent.app_id),
         kv("ENTRA_EMULATOR_AGENT_USER", d.agent_user.upn),
+        "",
+        "# -- Web sign-in (weather-web): a web app that signs users in and calls the API for them ---------------",
+        "# Reply URL http://localhost:<any port>/auth/callback. It has no secret: it authenticates with the managed",
+        "# identity below used as a federated credential (ManagedIdentityAssertion), reached the way App Service",
+        "# and Container Apps expose it (IDENTITY_ENDPOINT + IDENTITY_HEADER). Give the web app",
+        "# AzureAd__ClientId=$ENTRA_EMULATOR_WEB_CLIENT_ID, SourceType=SignedAssertionFromManagedIdentity and",
+        "# ManagedIdentityClientId=$ENTRA_EMULATOR_MANAGED_IDENTITY_CLIENT_ID.",
+        kv("ENTRA_EMULATOR_WEB_CLIENT_ID", d.web.app_id),
+        kv("ENTRA_EMULATOR_MANAGED_IDENTITY_CLIENT_ID", d.identity.app_id),
+        kv("ENTRA_EMULATOR_SIGN_IN_URL", f"{base_url}{d.tenant.tenant_id}/oauth2/v2.0/authorize"),
+        kv("IDENTITY_ENDPOINT", f"{base_url}msi/token"),
+        kv("IDENTITY_HEADER", identity_header),
     ]
     return "\n".join(lines) + "\n"
 
@@ -598,7 +631,13 @@ def run_emulator(
     directory = build_directory(fake, seed)
     with _serving(fake, tls.context, port) as bound:
         base_url = f"https://127.0.0.1:{bound}/"
-        text = settings_text(directory, base_url=base_url, ca_bundle=tls.bundle_file, ca_file=tls.ca_file)
+        text = settings_text(
+            directory,
+            base_url=base_url,
+            ca_bundle=tls.bundle_file,
+            ca_file=tls.ca_file,
+            identity_header=fake.identity_header,
+        )
         _write_private(path, text.encode("utf-8"), what="settings file")
         shown = path.resolve()
         out.write(paint.bold(f"entra-mw emulator: a local Entra ID at {base_url}") + "\n")
@@ -606,7 +645,12 @@ def run_emulator(
         out.write(f"  protected API   {directory.api.app_id} (weather-api: Weather.Read, Weather.Write)\n")
         out.write(f"  calling client  {directory.client.app_id} (weather-client)\n")
         out.write(f"  agent blueprint {directory.blueprint.app_id}, agent {directory.agent.app_id}\n")
-        out.write(f"  test users      {', '.join(u.upn for u in directory.users)}\n")
+        out.write(f"  test users      {', '.join(u.upn for u in directory.users)} (password {directory.password})\n")
+        out.write(f"  web sign-in     {base_url}{directory.tenant.tenant_id}/oauth2/v2.0/authorize\n")
+        out.write(
+            f"                  web app {directory.web.app_id} (reply URL http://localhost:<port>/auth/callback),"
+            f" managed identity {directory.identity.app_id}\n"
+        )
         out.write(f"Settings (with the emulator's secrets) in {shown}\n")
         out.write(f"  load them:      set -a; . {shlex.quote(str(shown))}; set +a\n")
         out.write("  get a token:    entra-mw token --user alice --scope Weather.Read\n")

@@ -218,8 +218,9 @@ def test_emulator_is_the_same_after_a_restart(cache: Path, tmp_path: Path) -> No
         ca = Path(first["ENTRA_EMULATOR_CA_FILE"]).read_bytes()
     with emulator(env_file) as (second, _):
         assert Path(second["ENTRA_EMULATOR_CA_FILE"]).read_bytes() == ca
-    first.pop("AzureAd__Instance")  # port 0: a free port each time
-    second.pop("AzureAd__Instance")
+    for port_bound in ("AzureAd__Instance", "IDENTITY_ENDPOINT", "ENTRA_EMULATOR_SIGN_IN_URL"):
+        first.pop(port_bound)  # port 0: a free port each time
+        second.pop(port_bound)
     assert first == second
     with emulator(tmp_path / "other.env", seed="another") as (other, _):
         assert other["AzureAd__TenantId"] != first["AzureAd__TenantId"]
@@ -283,7 +284,8 @@ def test_emulator_logs_each_request_without_tokens_or_secrets(cache: Path, tmp_p
         assert run("token", "--env-file", str(env_file), "--user", "alice", "--scope", "Weather.Read")[0] == 0
         assert run("token", "--env-file", str(env_file), "--agent", "--user", "bob")[0] == 0
         assert run("token", "--env-file", str(env_file), "--user", "alice", "--scope", "Nope")[0] == 2
-        log = out.getvalue()
+        # The banner shows the test users' password (they sign in with it); the request log never does.
+        log = out.getvalue().split("Press Ctrl+C to stop.", 1)[1]
     assert re.search(r"token grant=password client=weather-client user=alice@\S+ scopes=\S+/Weather.Read → 200", log)
     assert re.search(r"token grant=client_credentials client=weather-agent-blueprint user=- agent=weather-agent", log)
     assert re.search(r"token grant=jwt-bearer client=weather-agent user=bob@\S+ .* → 200", log)
@@ -388,3 +390,34 @@ def test_token_argument_mistakes_are_one_line(argv: list[str], says: str) -> Non
     code, out, err = run(*argv)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert says in err
+
+
+def test_emulator_runs_the_passwordless_web_app_chain(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The web app has no secret: the emulator's managed-identity endpoint gives its identity a token for
+    # api://AzureADTokenExchange, which the emulator accepts as the web app's federated credential.
+    from entra_mw import ManagedIdentityAssertion
+    from entra_mw._tokenview import decode_token
+
+    env_file = tmp_path / "emu.env"
+    with emulator(env_file) as (settings, out):
+        printed = out.getvalue()
+        assert settings["ENTRA_EMULATOR_SIGN_IN_URL"] in printed
+        assert settings["ENTRA_EMULATOR_USER_PASSWORD"] in printed  # the test users' credentials are shown
+        monkeypatch.setenv("IDENTITY_ENDPOINT", settings["IDENTITY_ENDPOINT"])
+        monkeypatch.setenv("IDENTITY_HEADER", settings["IDENTITY_HEADER"])
+        config = EntraConfig(
+            tenant_id=settings["AzureAd__TenantId"],
+            client_id=settings["ENTRA_EMULATOR_WEB_CLIENT_ID"],
+            instance=settings["AzureAd__Instance"],
+            credentials=[ManagedIdentityAssertion(client_id=settings["ENTRA_EMULATOR_MANAGED_IDENTITY_CLIENT_ID"])],
+        )
+        with EntraAuth(config, verify=settings["SSL_CERT_FILE"]) as web:
+            header = web.downstream().authorization_header(
+                "weather", scopes=[f"api://{settings['AzureAd__ClientId']}/.default"], app=True
+            )
+        claims = decode_token(header.removeprefix("Bearer "))[1]
+        assert claims["azp"] == settings["ENTRA_EMULATOR_WEB_CLIENT_ID"]
+        assert claims["azpacr"] == "2"  # a signed assertion, not a secret
+        assert settings["IDENTITY_HEADER"] not in out.getvalue()
