@@ -24,8 +24,8 @@ Configuration (``app.config``):
   ``EntraAuth``, for a custom HTTP client or FakeEntra's transport in tests.
 - ``ENTRA_MW_REQUIRED`` (default ``True``): every request needs a valid bearer token. ``False``: requests without
   one pass anonymously and only ``@require`` views demand one. A token that *is* sent must be valid either way.
-- ``ENTRA_MW_EXCLUDE_PATHS`` (default none): paths (``"/healthz"``) or subtrees (``"/static/*"``) that are not
-  authenticated unless their view is decorated with ``@require``.
+- ``ENTRA_MW_EXCLUDE_PATHS`` (default none): paths (``"/healthz"``) or subtrees (``"/static/*"``) that need no
+  token unless their view is decorated with ``@require``.
 
 Refusals are JSON with the RFC 6750 challenge (400/401/403/503, rendered by the error itself); so is every
 :class:`~entra_mw.EntraError` a view raises (a downstream API that cannot be reached, a token Entra refused).
@@ -134,11 +134,10 @@ def _before_request() -> Response | None:
     if isinstance(attached, AuthContext) and attached.principal is not None:
         g._entra_mw = attached  # EntraWSGIMiddleware already validated this request
         return None
-    if state.exclude_paths and request.path in state.exclude_paths:
-        g._entra_mw = AuthContext(state.auth, None, None)
-        return None
+    # Excluded paths need no token, but one that is sent must still be valid.
+    required = state.required and not (state.exclude_paths and request.path in state.exclude_paths)
     try:
-        _attach(state, required=state.required)
+        _attach(state, required=required)
     except EntraError as exc:
         return _render(exc)
     return None

@@ -122,8 +122,9 @@ def test_optional_mode_and_excluded_paths(env: Env) -> None:
     assert client.get("/who", headers=env.bearer("abc.def.ghi")).status_code == 401
     assert client.get("/forecast").status_code == 401
     assert client.get("/me").status_code == 401  # current_principal needs a caller
-    assert client.get("/healthz", headers=env.bearer("abc.def.ghi")).text == "ok"
-    # An excluded path whose view is decorated still demands a caller, authenticated there.
+    assert client.get("/healthz").text == "ok"
+    assert client.get("/healthz", headers=env.bearer("abc.def.ghi")).status_code == 401
+    # An excluded path whose view is decorated still demands a caller.
     assert client.get("/stations").status_code == 401
     assert client.get("/stations", headers=env.bearer(env.app_token())).status_code == 200
 
