@@ -110,17 +110,17 @@ def require(*, scopes: Iterable[str] = (), roles: Iterable[str] = ()) -> Callabl
     """
     requirement = Requirement(scopes=tuple(scopes), roles=tuple(roles))
 
-    async def dependency(request: Request, ctx: AuthContext) -> Principal:
+    async def dependency(connection: HTTPConnection, ctx: AuthContext) -> Principal:
         try:
             return ctx.require(requirement)
         except EntraError as exc:
-            raise _for(request.app, exc) from None
+            raise _for(connection.app, exc) from None
 
     # The operation lists the scopes it needs (OpenAPI security requirement); FastAPI reads them from here.
     context = Annotated[AuthContext, Security(_SCHEME, scopes=list(requirement.scopes))]
     dependency.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
-            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+            inspect.Parameter("connection", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection),
             inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=context),
         ],
         return_annotation=Principal,
@@ -128,15 +128,15 @@ def require(*, scopes: Iterable[str] = (), roles: Iterable[str] = ()) -> Callabl
     return dependency
 
 
-async def _principal(request: Request, ctx: Annotated[AuthContext, Security(_SCHEME)]) -> Principal:
+async def _principal(connection: HTTPConnection, ctx: Annotated[AuthContext, Security(_SCHEME)]) -> Principal:
     try:
         return ctx.require()
     except EntraError as exc:
-        raise _for(request.app, exc) from None
+        raise _for(connection.app, exc) from None
 
 
-async def _downstream(request: Request, ctx: Annotated[AuthContext, Security(_SCHEME)]) -> Downstream:
-    await _principal(request, ctx)
+async def _downstream(connection: HTTPConnection, ctx: Annotated[AuthContext, Security(_SCHEME)]) -> Downstream:
+    await _principal(connection, ctx)
     return ctx.downstream
 
 

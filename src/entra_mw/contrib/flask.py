@@ -63,7 +63,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 @dataclass(frozen=True, slots=True, kw_only=True, weakref_slot=True)
 class _State:
-    """What one app's extension holds (``app.extensions["entra_mw"]``)."""
+    """What one app's extension holds (``app.extensions["entra_mw"]``). Parts added to the extension later (web
+    sign-in's login/callback/logout routes) keep their per-app state here too, never on the extension object."""
 
     auth: EntraAuth
     required: bool

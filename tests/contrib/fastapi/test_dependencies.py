@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 
 from entra_mw import Downstream, EntraAuth, InsufficientScope, Principal
 from entra_mw.asgi import EntraMiddleware, get_context
@@ -194,3 +195,27 @@ def test_setup_twice(env: Env) -> None:
         setup(app, env.auth())
     with pytest.raises(TypeError):
         setup(FastAPI(), object())  # type: ignore[arg-type]
+
+
+def test_websocket_routes(env: Env) -> None:
+    app = FastAPI()
+    setup(app, env.auth())
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket, user: Annotated[Principal, Depends(require(scopes=["Weather.Read"]))]) -> None:
+        await websocket.accept()
+        await websocket.send_text(user.oid or "")
+        await websocket.close()
+
+    with TestClient(app) as client:
+        with client.websocket_connect("/ws", headers=env.bearer(env.user_token())) as socket:
+            assert socket.receive_text() == env.scn.user.object_id
+        with pytest.raises(WebSocketDenialResponse) as missing:
+            with client.websocket_connect("/ws"):
+                pass
+        assert missing.value.status_code == 401
+        assert missing.value.headers["www-authenticate"] == "Bearer"
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            with client.websocket_connect("/ws", headers=env.bearer(env.app_token())):
+                pass
+        assert denied.value.status_code == 403
