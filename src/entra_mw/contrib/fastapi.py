@@ -108,7 +108,11 @@ def require(*, scopes: Iterable[str] = (), roles: Iterable[str] = ()) -> Callabl
         @app.get("/stations", dependencies=[Depends(require(roles=["Weather.Read.All"]))])
         router = APIRouter(dependencies=[Depends(require(scopes=["Weather.Read"]))])
     """
-    requirement = Requirement(scopes=tuple(scopes), roles=tuple(roles))
+    # A string is one space-separated list, as in a token's scp claim.
+    requirement = Requirement(
+        scopes=scopes if isinstance(scopes, str) else tuple(scopes),
+        roles=roles if isinstance(roles, str) else tuple(roles),
+    )
 
     async def dependency(connection: HTTPConnection, ctx: AuthContext) -> Principal:
         try:

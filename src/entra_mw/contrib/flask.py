@@ -172,7 +172,11 @@ def require(*, scopes: Iterable[str] = (), roles: Iterable[str] = ()) -> Callabl
         @require(roles=["Weather.Read.All"])
         def stations(): ...
     """
-    requirement = Requirement(scopes=tuple(scopes), roles=tuple(roles))
+    # A string is one space-separated list, as in a token's scp claim.
+    requirement = Requirement(
+        scopes=scopes if isinstance(scopes, str) else tuple(scopes),
+        roles=roles if isinstance(roles, str) else tuple(roles),
+    )
 
     def decorate(view: _F) -> _F:
         @functools.wraps(view)

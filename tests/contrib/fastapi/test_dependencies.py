@@ -37,7 +37,7 @@ def build(auth: EntraAuth, *, with_setup: bool = True) -> FastAPI:
     def forecast(user: Annotated[Principal, Depends(require(scopes=["Weather.Read"]))]) -> dict[str, Any]:
         return {"oid": user.oid}
 
-    @app.get("/either", dependencies=[Depends(require(scopes=["Weather.Read"], roles=["Weather.Read.All"]))])
+    @app.get("/either", dependencies=[Depends(require(scopes="Weather.Read", roles=("Weather.Read.All",)))])
     async def either() -> str:
         return "ok"
 

@@ -35,7 +35,7 @@ def views(app: Flask) -> None:
         return {"oid": current_principal.oid}
 
     @app.get("/stations")
-    @require(roles=["Weather.Read.All"])
+    @require(roles="Weather.Read.All")
     def stations() -> list[str]:
         return ["Seattle"]
 
