@@ -149,7 +149,7 @@ def get_context() -> AuthContext:
     state = _state()  # the friendly error when init_app was not called
     ctx = g.get("_entra_mw")
     if not isinstance(ctx, AuthContext):
-        # A hook registered before ours answered first, or a test request context: authenticate now.
+        # The request hook did not run (a test_request_context, a view called directly): authenticate now.
         ctx = _attach(state, required=state.required)
     return ctx
 
