@@ -1,0 +1,1 @@
+"""A small weather API on Flask, protected by Microsoft Entra ID (``python -m example_apps.flask_weather``)."""

@@ -1,0 +1,1 @@
+"""Framework integrations; each module imports exactly one web framework."""

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import pytest
+
+from entra_mw.testing import FakeEntra
+
+from .._support import Env, make_env
+
+pytest.importorskip("flask")
+
+
+@pytest.fixture
+def env(fake_entra: FakeEntra) -> Env:
+    return make_env(fake_entra)

@@ -1,0 +1,32 @@
+"""Each contrib module imports exactly one framework (starlette and fastapi count as one)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+FRAMEWORKS = ("starlette", "fastapi", "flask", "werkzeug", "django", "mcp")
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        ("entra_mw.contrib", ()),
+        ("entra_mw.contrib.fastapi", ("starlette", "fastapi")),
+        ("entra_mw.contrib.flask", ("flask", "werkzeug")),
+    ],
+)
+def test_one_framework_per_module(module: str, allowed: tuple[str, ...]) -> None:
+    for name in allowed:
+        pytest.importorskip(name)
+    code = (
+        f"import sys, {module}\n"
+        f"print(','.join(m for m in {FRAMEWORKS!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(filter(None, out.stdout.strip().split(",")))
+    assert loaded <= set(allowed), f"{module} imports {sorted(loaded - set(allowed))}"
+    if allowed:
+        assert allowed[0] in loaded
