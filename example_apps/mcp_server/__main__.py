@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import threading
@@ -42,7 +43,9 @@ async def walkthrough(stack: LocalStack, out: TextIO) -> int:
     url = stack.resource
     async with httpx2.AsyncClient() as http:
         response = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
-        out.write(f"1. no token: {response.status_code}, WWW-Authenticate: {response.headers.get('www-authenticate')}\n")
+        out.write(
+            f"1. no token: {response.status_code}, WWW-Authenticate: {response.headers.get('www-authenticate')}\n"
+        )
         metadata = (await http.get(f"{stack.base_url}/.well-known/oauth-protected-resource/mcp")).json()
         out.write(f"2. protected-resource metadata: {json.dumps(metadata)}\n")
     narrow = stack.sign_in([SERVER_SCOPE])
@@ -74,10 +77,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         if args.serve:
             out.write("Serving; press Ctrl+C to stop.\n")
             out.flush()
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()
-            except KeyboardInterrupt:
-                pass
     return code
 
 

@@ -84,16 +84,24 @@ def build_forecast_api(auth: EntraAuth, recorder: Recorder | None = None) -> ASG
             return
         if scope.get("path") != "/forecast":
             body = b'{"error":"not_found"}'
-            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"application/json")]})
+            await send(
+                {"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"application/json")]}
+            )
             await send({"type": "http.response.body", "body": body})
             return
         ctx = get_context(scope)
         principal = ctx.principal
-        assert principal is not None and ctx.token is not None
+        assert principal is not None
+        assert ctx.token is not None
         if recorder is not None:
             recorder.token_digests.append(hashlib.sha256(ctx.token.encode()).hexdigest())
             recorder.callers.append(
-                {"aud": principal.get("aud"), "azp": principal.client_id, "oid": principal.oid, "scp": principal.get("scp")}
+                {
+                    "aud": principal.get("aud"),
+                    "azp": principal.client_id,
+                    "oid": principal.oid,
+                    "scp": principal.get("scp"),
+                }
             )
         query = dict(part.split("=", 1) for part in scope.get("query_string", b"").decode().split("&") if "=" in part)
         body = json.dumps({"city": query.get("city", ""), "forecast": "sunny", "for": principal.get("name")}).encode()

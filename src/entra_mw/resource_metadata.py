@@ -9,7 +9,9 @@ the ``mcp`` SDK::
     from entra_mw.resource_metadata import ProtectedResource
 
     resource = ProtectedResource.for_auth(auth, resource="https://mcp.contoso.com/mcp", scopes=["Tools.Use"])
-    app = resource.asgi(EntraMiddleware(mcp_app, auth=auth, challenge=resource.challenge()))
+    app = resource.asgi(
+        EntraMiddleware(mcp_app, auth=auth, requirement=resource.requirement(), challenge=resource.challenge())
+    )
 
 Entra only accepts a sign-in for a resource that is one of the app's App ID URIs (``identifierUris``) with scopes
 named under that same URI (``{App ID URI}/{scope}``); anything else fails at Entra with AADSTS9010010 or
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .errors import Challenge, ConfigurationError
+from ._principal import Principal
+from ._requirements import Requirement
+from .errors import Challenge, ConfigurationError, InsufficientScope
 
 if TYPE_CHECKING:
     from ._config import EntraConfig
@@ -36,6 +40,7 @@ __all__ = [
     "WELL_KNOWN_PATH",
     "ProtectedResource",
     "ProtectedResourceMetadataMiddleware",
+    "ResourceRequirement",
     "app_id_uris",
     "configuration_problems",
     "full_scopes",
@@ -77,7 +82,9 @@ def check_resource(resource: str) -> str:
             key="resource",
         )
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
-        raise ConfigurationError(f"the resource must use https:// (http only on loopback), got {resource!r}", key="resource")
+        raise ConfigurationError(
+            f"the resource must use https:// (http only on loopback), got {resource!r}", key="resource"
+        )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigurationError(
             f"the resource must not carry a query, fragment or credentials (RFC 9728 §1.2), got {resource!r}",
@@ -230,6 +237,17 @@ class ProtectedResource:
             doc["resource_documentation"] = self.resource_documentation
         return doc
 
+    def requirement(self, *, roles: Iterable[str] = ()) -> ResourceRequirement:
+        """A :class:`~entra_mw.Requirement` for this resource's scopes (checked against ``scp``, where Entra puts
+        the short names) or ``roles``, whose 403 names the scopes in full-URI form, as a client must ask
+        Entra for them::
+
+            EntraMiddleware(app, auth=auth, requirement=resource.requirement(), challenge=resource.challenge())
+        """
+        prefix = self.resource.rstrip("/") + "/"
+        short = [s[len(prefix) :] if s.startswith(prefix) else s for s in self.scopes]
+        return ResourceRequirement(scopes=short, roles=tuple(roles), resource=self.resource)
+
     def challenge(self, *, realm: str | None = None) -> Challenge:
         """Challenge parameters for every 401/403: ``resource_metadata`` and ``scope`` (RFC 9728 §5.1)."""
         return Challenge(realm=realm, resource_metadata=self.metadata_url, scope=self.scopes)
@@ -238,6 +256,23 @@ class ProtectedResource:
         """A pure-ASGI app serving the document at :attr:`paths`, passing everything else to ``app`` (404
         without one)."""
         return ProtectedResourceMetadataMiddleware(app, resource=self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceRequirement(Requirement):
+    """A :class:`~entra_mw.Requirement` whose ``insufficient_scope`` answer names the scopes under ``resource``
+    (``{App ID URI}/{scope}``): the token's ``scp`` holds short names, but a client that asks Entra for a short
+    name gets a Microsoft Graph scope instead."""
+
+    resource: str = ""
+
+    def check(self, principal: Principal) -> None:
+        try:
+            Requirement.check(self, principal)
+        except InsufficientScope as exc:
+            if not self.scopes or not self.resource or exc.reason != "insufficient_scope":
+                raise
+            raise InsufficientScope(full_scopes(self.resource, self.scopes), exc.description) from None
 
 
 # CORS as the mcp SDK answers for its metadata route: any origin, GET and OPTIONS, the MCP protocol header.
@@ -298,7 +333,9 @@ class ProtectedResourceMetadataMiddleware:
         await _respond(send, 200, headers, self._body, head=method == "HEAD")
 
 
-async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, head: bool = False) -> None:
+async def _respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, head: bool = False
+) -> None:
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})

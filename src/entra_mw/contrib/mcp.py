@@ -362,9 +362,10 @@ class ScopeChallengeMiddleware:
             await self.app(scope, receive, send)
             return
         if self.tools and scope.get("method") == "POST":
-            receive = await self._check_tool_call(scope, receive, send)
-            if receive is None:
+            replayed = await self._check_tool_call(scope, receive, send)
+            if replayed is None:
                 return
+            receive = replayed
         await self.app(scope, receive, self._with_scope(send) if self._scope_param else send)
 
     def _with_scope(self, send: Send) -> Send:
@@ -372,12 +373,8 @@ class ScopeChallengeMiddleware:
 
         async def send_with_scope(message: Message) -> None:
             if message["type"] == "http.response.start" and message.get("status") in (401, 403):
-                headers = []
-                for name, value in message.get("headers") or ():
-                    if name.lower() == b"www-authenticate" and value[:6].lower() == b"bearer" and not _SCOPE_PARAM.search(value):
-                        value = value + b"," + param if value.strip().lower() != b"bearer" else b"Bearer" + param
-                    headers.append((name, value))
-                message = {**message, "headers": headers}
+                headers = message.get("headers") or ()
+                message = {**message, "headers": [(n, _add_scope(n, v, param)) for n, v in headers]}
             await send(message)
 
         return send_with_scope
@@ -439,6 +436,12 @@ class ScopeChallengeMiddleware:
             if isinstance(name, str) and name in self.tools:
                 return self.tools[name], name
         return None, ""
+
+
+def _add_scope(name: bytes, value: bytes, param: bytes) -> bytes:
+    if name.lower() != b"www-authenticate" or value[:6].lower() != b"bearer" or _SCOPE_PARAM.search(value):
+        return value
+    return b"Bearer" + param if value.strip().lower() == b"bearer" else value + b"," + param
 
 
 def _replay(chunks: list[bytes], more: bool, pending: Message | None, receive: Receive) -> Receive:
