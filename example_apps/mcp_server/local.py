@@ -15,7 +15,7 @@ import uvicorn
 from entra_mw import ClientSecret, DownstreamApi, EntraAuth, EntraConfig
 from entra_mw.testing import App, FakeEntra, ServedFakeEntra, Tenant, User
 
-from .server import FORECAST_SCOPE, SERVER_SCOPE, Recorder, build_forecast_api, build_mcp_app, mount
+from .server import FORECAST_SCOPE, SERVER_SCOPE, Recorder, build_forecast_api, build_mcp_app, closing, mount
 
 
 @dataclass
@@ -56,14 +56,28 @@ def register(fake: FakeEntra, *, resource: str) -> Directory:
     )
 
 
+def _served_fake_entra() -> tuple[FakeEntra, ServedFakeEntra]:
+    """FakeEntra served on a free loopback port whose issuer is that address, as an MCP client expects: the
+    authorization server it discovers (``https://127.0.0.1:{port}/{tenant}/v2.0``) is the issuer of the
+    OpenID configuration it then fetches (RFC 8414 §3.3)."""
+    for _ in range(5):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        fake = FakeEntra(authority_host=f"127.0.0.1:{port}")
+        try:
+            return fake, fake.serve(port=port)
+        except OSError:  # taken in the meantime
+            fake.close()
+    raise RuntimeError("no free port for FakeEntra")
+
+
 class LocalStack:
     """FakeEntra served over HTTPS and one uvicorn on 127.0.0.1 serving the MCP server at ``/mcp`` and the
     forecast API at ``/forecast-api``; a context manager that stops everything it started."""
 
-    def __init__(self, fake: FakeEntra | None = None) -> None:
-        self.fake = fake or FakeEntra()
-        self._own_fake = fake is None
-        self.served: ServedFakeEntra = self.fake.serve()
+    def __init__(self) -> None:
+        self.fake, self.served = _served_fake_entra()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -93,9 +107,13 @@ class LocalStack:
             EntraConfig(tenant_id=d.tenant.tenant_id, client_id=d.forecast_api.app_id, instance=self.served.base_url),
             verify=self.served.ca_file,
         )
-        app = mount(
-            {"/forecast-api": build_forecast_api(self.api_auth, self.recorder)},
-            build_mcp_app(self.auth, resource=self.resource),
+        app = closing(
+            mount(
+                {"/forecast-api": build_forecast_api(self.api_auth, self.recorder)},
+                build_mcp_app(self.auth, resource=self.resource),
+            ),
+            self.auth,
+            self.api_auth,
         )
         config = uvicorn.Config(app, lifespan="on", log_level="warning")
         self.server = uvicorn.Server(config)
@@ -120,8 +138,7 @@ class LocalStack:
         self.auth.close()
         self.api_auth.close()
         self.served.close()
-        if self._own_fake:
-            self.fake.close()
+        self.fake.close()
 
     def __enter__(self) -> LocalStack:
         return self.start()

@@ -112,6 +112,26 @@ def build_forecast_api(auth: EntraAuth, recorder: Recorder | None = None) -> ASG
     return EntraMiddleware(api, auth=auth, requirement=Requirement(scopes=[FORECAST_SCOPE]))
 
 
+def closing(app: ASGIApp, *engines: EntraAuth) -> ASGIApp:
+    """``app`` whose lifespan shutdown also closes ``engines`` (their async HTTP pools belong to the server's
+    event loop)."""
+
+    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                for engine in engines:
+                    await engine.aclose()
+            await send(message)
+
+        await app(scope, receive, send_closing)
+
+    return wrapper
+
+
 def mount(routes: dict[str, ASGIApp], default: ASGIApp) -> ASGIApp:
     """Dispatch by path prefix (``{"/forecast-api": app}``), stripping the prefix; everything else to ``default``."""
 
