@@ -15,6 +15,7 @@ import httpx2
 import pytest
 from example_apps.mcp_server.__main__ import call_tools, main
 from example_apps.mcp_server.local import LocalStack
+from mcp.shared.exceptions import MCPError
 from mcp.types import TextContent
 
 pytestmark = [pytest.mark.loopback, pytest.mark.timeout(120)]
@@ -57,10 +58,21 @@ def _tools(stack: LocalStack, token: str, *calls: tuple[str, dict[str, object]])
     return out
 
 
-def _sdk_refused(stack: LocalStack, token: str) -> BaseException:
-    with pytest.raises(BaseException) as caught:  # noqa: PT011 - the SDK surfaces HTTP errors in several shapes
-        anyio.run(call_tools, stack.resource, token, [])
-    return caught.value
+def _sdk_refused(stack: LocalStack, token: str, calls: list[tuple[str, dict[str, object]]] | None = None) -> MCPError:
+    """The SDK's client turns the HTTP refusal into an MCPError, raised out of its task groups."""
+    with pytest.raises(BaseExceptionGroup) as caught:
+        anyio.run(call_tools, stack.resource, token, calls or [])
+    found: list[MCPError] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, MCPError):
+            found.append(exc)
+        for inner in getattr(exc, "exceptions", ()):
+            walk(inner)
+
+    walk(caught.value)
+    assert found, caught.value
+    return found[0]
 
 
 def test_without_a_token_401_names_metadata_and_scope(stack: LocalStack) -> None:
@@ -158,9 +170,8 @@ def test_tool_scope_is_a_403_naming_it(stack: LocalStack) -> None:
     assert challenge.startswith('Bearer error="insufficient_scope"')
     assert f'scope="{stack.resource}/Forecast.Read"' in challenge
     assert f'resource_metadata="{stack.base_url}/.well-known/oauth-protected-resource/mcp"' in challenge
-    # The SDK's client gets the same answer for the same call.
-    with pytest.raises(BaseException):  # noqa: PT011
-        anyio.run(call_tools, stack.resource, token, [("forecast", {"city": "x"})])
+    # The SDK's client is refused the same call.
+    _sdk_refused(stack, token, [("forecast", {"city": "x"})])
 
 
 def test_forecast_calls_the_api_on_behalf_of_the_caller(stack: LocalStack) -> None:
