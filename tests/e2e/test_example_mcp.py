@@ -168,7 +168,7 @@ def test_tool_scope_is_a_403_naming_it(stack: LocalStack) -> None:
     assert response.status_code == 403
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith('Bearer error="insufficient_scope"')
-    assert f'scope="{stack.resource}/Forecast.Read"' in challenge
+    assert f'scope="{stack.resource}/Tools.Use {stack.resource}/Forecast.Read"' in challenge
     assert f'resource_metadata="{stack.base_url}/.well-known/oauth-protected-resource/mcp"' in challenge
     # The SDK's client is refused the same call.
     _sdk_refused(stack, token, [("forecast", {"city": "x"})])

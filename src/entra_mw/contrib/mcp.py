@@ -343,6 +343,7 @@ class ScopeChallengeMiddleware:
         self._scope_param = ' scope="' + " ".join(scopes) + '"' if scopes else ""
         resource = str(settings.resource_server_url) if settings.resource_server_url else None
         self._resource = resource
+        self._required = tuple(scopes)
         self._metadata_url = metadata_url(resource) if resource else None
         if resource:
             log_problems(configuration_problems(None, resource, scopes))
@@ -410,8 +411,13 @@ class ScopeChallengeMiddleware:
         if requirement.is_satisfied_by(ctx.principal):
             return replay
         logger.info("mcp tool refused tool=%s reason=insufficient_scope", name)
+        wanted = _challenge_scopes(requirement, self._resource)
+        if requirement.scopes:
+            # A step-up challenge names everything the next token needs, the server-wide scopes included: a client
+            # that asks Entra for only the tool's scope could come back with a token the server refuses.
+            wanted = tuple(dict.fromkeys([*self._required, *wanted]))
         exc = InsufficientScope(
-            _challenge_scopes(requirement, self._resource),
+            wanted,
             f"The tool {name!r} needs a scope this token does not grant.",
             resource_metadata=self._metadata_url,
         )

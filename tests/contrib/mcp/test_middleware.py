@@ -109,10 +109,12 @@ async def test_tool_without_its_scope_is_a_403_naming_the_scope(env: McpEnv, set
     assert inner.calls == 0
     challenge = result.header("www-authenticate")
     assert challenge is not None and challenge.startswith('Bearer error="insufficient_scope"')
-    assert f'scope="{RESOURCE}/Forecast.Read"' in challenge
+    # The step-up scope: the server-wide scope and the tool's, in full form.
+    wanted = f"{RESOURCE}/Tools.Use {RESOURCE}/Forecast.Read"
+    assert f'scope="{wanted}"' in challenge
     assert f'resource_metadata="{METADATA}"' in challenge
     body = json.loads(result.body)
-    assert body["error"] == "insufficient_scope" and body["scope"] == f"{RESOURCE}/Forecast.Read"
+    assert body["error"] == "insufficient_scope" and body["scope"] == wanted
     assert token not in result.body.decode() and token not in challenge
 
 

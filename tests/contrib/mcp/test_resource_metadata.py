@@ -165,3 +165,32 @@ async def test_no_sdk_mcp_server(env: McpEnv) -> None:
     assert ok.status == 200 and inner.calls == 1
     doc = await drive(app, http_scope("GET", "/.well-known/oauth-protected-resource/mcp"))
     assert doc.status == 200 and inner.calls == 1
+
+
+def test_no_sdk_mode_imports_no_framework() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, entra_mw.resource_metadata, entra_mw.asgi\n"
+        "print(','.join(m for m in ('starlette', 'mcp', 'fastapi', 'django', 'flask', 'msal') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_the_sdk_integration_imports_only_mcp() -> None:
+    import ast
+    from pathlib import Path
+
+    import entra_mw.contrib.mcp as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {
+        (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0)
+        for alias in node.names
+    }
+    assert imported & {"starlette", "fastapi", "django", "flask"} == set()
+    assert "mcp" in imported
