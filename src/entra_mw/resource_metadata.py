@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ._ids import is_guid
 from ._principal import Principal
 from ._requirements import Requirement
 from .errors import Challenge, ConfigurationError, InsufficientScope
@@ -140,6 +141,12 @@ def configuration_problems(config: EntraConfig | None, resource: str, scopes: Se
     Empty when the combination is right. ``config`` may be ``None`` when only the scopes can be checked."""
     problems: list[str] = []
     wanted = _canonical(resource)
+    if config is not None and not is_guid(config.tenant_id):
+        problems.append(
+            f"the authorization server is named by tenant {config.tenant_id!r}, but the issuer in its metadata names "
+            "the tenant id, so MCP clients that compare the two (RFC 8414 §3.3) stop there; a multi-tenant server "
+            "cannot name one issuer at all. Fix: configure the tenant id (a GUID) as tenant_id / AzureAd__TenantId."
+        )
     if config is not None and wanted not in {_canonical(u) for u in app_id_uris(config)}:
         problems.append(
             f"the resource {resource!r} is not one of the app's App ID URIs, so Entra refuses the sign-in "

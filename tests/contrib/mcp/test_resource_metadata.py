@@ -66,6 +66,16 @@ def test_problems_name_their_fix(env: McpEnv, caplog: pytest.LogCaptureFixture) 
     assert full_scopes(RESOURCE + "/", "Tools.Use api://x/Y") == (f"{RESOURCE}/Tools.Use", "api://x/Y")
 
 
+@pytest.mark.parametrize("tenant", ["contoso.onmicrosoft.com", "organizations", "common"])
+def test_a_tenant_named_otherwise_than_by_its_id_warns(env: McpEnv, tenant: str) -> None:
+    auth = env.engine(tenant_id=tenant)
+    try:
+        (problem,) = configuration_problems(auth.config, RESOURCE, [])
+    finally:
+        auth.close()
+    assert "RFC 8414" in problem and "GUID" in problem
+
+
 @pytest.mark.parametrize(
     "bad", ["", "mcp.contoso.com", "http://mcp.contoso.com", "https://mcp.contoso.com/?a=1", "https://u:p@h/x"]
 )
