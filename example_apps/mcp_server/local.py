@@ -41,8 +41,10 @@ def register(fake: FakeEntra, *, resource: str) -> Directory:
     secret = fake.add_secret(server)
     forecast_api = fake.add_app(tenant, display_name="forecast-api", scopes=(FORECAST_SCOPE,))
     fake.grant_consent(server, forecast_api, forecast_api.scopes)
-    client = fake.add_app(tenant, display_name="mcp-client")  # public client: no secret
-    fake.grant_consent(client, server, server.scopes)
+    # The MCP client: a public client (no secret, PKCE) with a loopback redirect URI, pre-authorized for the
+    # server's scopes so alice is never asked to consent (there is no dynamic client registration in Entra).
+    client = fake.add_public_client(tenant, display_name="mcp-client", redirect_uris=["http://localhost/callback"])
+    fake.pre_authorize(server, client, server.scopes)
     password = "P@ssw0rd!"
     user = fake.add_user(tenant, upn=f"alice@{tenant.domain}", password=password, display_name="Alice Example")
     return Directory(
@@ -56,28 +58,15 @@ def register(fake: FakeEntra, *, resource: str) -> Directory:
     )
 
 
-def _served_fake_entra() -> tuple[FakeEntra, ServedFakeEntra]:
-    """FakeEntra served on a free loopback port whose issuer is that address, as an MCP client expects: the
-    authorization server it discovers (``https://127.0.0.1:{port}/{tenant}/v2.0``) is the issuer of the
-    OpenID configuration it then fetches (RFC 8414 §3.3)."""
-    for _ in range(5):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        fake = FakeEntra(authority_host=f"127.0.0.1:{port}")
-        try:
-            return fake, fake.serve(port=port)
-        except OSError:  # taken in the meantime
-            fake.close()
-    raise RuntimeError("no free port for FakeEntra")
-
-
 class LocalStack:
     """FakeEntra served over HTTPS and one uvicorn on 127.0.0.1 serving the MCP server at ``/mcp`` and the
     forecast API at ``/forecast-api``; a context manager that stops everything it started."""
 
     def __init__(self) -> None:
-        self.fake, self.served = _served_fake_entra()
+        self.fake = FakeEntra()
+        # Served as the issuer: the authorization server an MCP client discovers (https://127.0.0.1:{port}/{tenant}
+        # /v2.0) is the issuer of the OpenID configuration it then fetches, as RFC 8414 §3.3 requires.
+        self.served: ServedFakeEntra = self.fake.serve(as_issuer=True)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))

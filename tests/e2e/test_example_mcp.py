@@ -15,8 +15,14 @@ import httpx2
 import pytest
 from example_apps.mcp_server.__main__ import call_tools, main
 from example_apps.mcp_server.local import LocalStack
+from mcp import ClientSession
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from mcp.shared.exceptions import MCPError
 from mcp.types import TextContent
+
+from tests.testing._browser import Browser, redirect_params
 
 pytestmark = [pytest.mark.loopback, pytest.mark.timeout(120)]
 
@@ -109,9 +115,6 @@ def test_v2_token_with_the_client_id_audience_lists_and_calls_tools(stack: Local
 
 
 def test_list_tools_names_both_tools(stack: LocalStack) -> None:
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
-
     token = stack.sign_in(["Tools.Use"])
 
     async def names() -> list[str]:
@@ -196,3 +199,100 @@ def test_one_command_walkthrough() -> None:
     assert "All steps worked." in text
     assert "forecast -> 403" in text
     assert JWT.search(text) is None, "a token was printed"
+
+
+# -- the SDK's OAuth client: discovery, sign-in through FakeEntra, step-up ------------------------------------------
+
+
+class _Storage:
+    """The SDK client's token storage, holding the pre-registered client (Entra has no dynamic registration)."""
+
+    def __init__(self, client_info: OAuthClientInformationFull) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = client_info
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+def test_the_sdk_oauth_client_signs_in_and_steps_up(stack: LocalStack) -> None:
+    """From nothing but the server's URL: the 401, the metadata document, FakeEntra's sign-in (authorization code,
+    PKCE, RFC 8707 resource) for Tools.Use, then the per-tool 403 and a second sign-in for Forecast.Read."""
+    d = stack.directory
+    person = Browser(httpx2.Client(verify=stack.served.ssl_context(), timeout=30))
+    authorize_urls: list[str] = []
+    consent_pages: list[str] = []
+    answer: dict[str, str] = {}
+
+    async def redirect_handler(url: str) -> None:
+        authorize_urls.append(url)
+        page = person.open(url)
+        if page.status_code == 200 and 'name="password"' in page.text:  # no session yet: the sign-in page
+            page = person.sign_in(page, d.user.upn, d.password)
+        if page.status_code == 200:  # the SDK asks for offline_access, so prompt=consent: the consent page
+            consent_pages.append(page.text)
+            page = person.consent(page)
+        answer.clear()
+        answer.update(redirect_params(page))
+
+    async def callback_handler() -> AuthorizationCodeResult:
+        assert "code" in answer, answer
+        return AuthorizationCodeResult(code=answer["code"], state=answer.get("state"))
+
+    redirect = "http://localhost:33418/callback"
+    provider = OAuthClientProvider(
+        server_url=stack.resource,
+        client_metadata=OAuthClientMetadata(
+            redirect_uris=[redirect],  # type: ignore[list-item]
+            token_endpoint_auth_method="none",
+            grant_types=["authorization_code", "refresh_token"],
+            client_name="example MCP client",
+        ),
+        storage=_Storage(
+            OAuthClientInformationFull(
+                client_id=d.client.app_id,
+                redirect_uris=[redirect],  # type: ignore[list-item]
+                token_endpoint_auth_method="none",
+            )
+        ),
+        redirect_handler=redirect_handler,
+        callback_handler=callback_handler,
+    )
+
+    async def run() -> tuple[str, str]:
+        async with (
+            httpx2.AsyncClient(auth=provider, verify=stack.served.ssl_context(), timeout=30) as http,
+            streamable_http_client(stack.resource, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            whoami = await session.call_tool("whoami", {})
+            forecast = await session.call_tool("forecast", {"city": "Oslo"})
+        assert not whoami.is_error and not forecast.is_error, (whoami, forecast)
+        return json.dumps(whoami.structured_content), json.dumps(forecast.structured_content)
+
+    try:
+        whoami, forecast = anyio.run(run)
+    finally:
+        person.client.close()
+    assert json.loads(whoami)["oid"] == d.user.object_id
+    assert json.loads(forecast)["city"] == "Oslo"
+    assert len(authorize_urls) == 2  # the first sign-in, then the step-up
+    first, second = (httpx2.URL(u) for u in authorize_urls)
+    assert first.params["resource"] == second.params["resource"] == stack.resource
+    assert first.params["code_challenge_method"] == "S256"
+    # The scopes the challenge and the document named, plus offline_access the SDK adds for a refresh token.
+    assert set(first.params["scope"].split()) == {f"{stack.resource}/Tools.Use", "offline_access"}
+    assert set(second.params["scope"].split()) >= {f"{stack.resource}/Tools.Use", f"{stack.resource}/Forecast.Read"}
+    assert str(first).startswith(stack.served.authorize_endpoint(d.tenant.tenant_id))
+    # The client is pre-authorized for the server's scopes; the consent pages are the ones prompt=consent forces.
+    assert len(consent_pages) == 2
