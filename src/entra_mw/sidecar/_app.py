@@ -152,7 +152,7 @@ def render_error(exc: Exception, *, overridden: bool = False) -> Response:
         if exc.status_code in (503, 504):
             # Entra unreachable, throttling or failing (DESIGN: a retryable answer, not a 401 the caller would
             # read as "your token is bad").
-            retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+            retry = {name: value for name, value in exc.headers() if name == "Retry-After"}
             return problem(exc.status_code, exc.description, retry)
         # Entra refused the request: 401 with its message (MsalServiceException / MsalUiRequiredException).
         return problem(401, exc.description)
