@@ -166,8 +166,8 @@ def running_sidecar(env: Mapping[str, str]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running(app: Any) -> Iterator[str]:
-    server = ServerThread(app, lifespan="off")
+def running(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[str]:
+    server = ServerThread(app, lifespan=lifespan)
     try:
         yield server.start()
     finally:
