@@ -140,9 +140,8 @@ def test_bad_configuration_is_one_line_and_exit_2(
 
 def test_help_documents_every_variable() -> None:
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
-        main(["sidecar", "--help"])
-    assert done.value.code == 0
+    with contextlib.redirect_stdout(out):
+        assert main(["sidecar", "--help"]) == 0
     text = out.getvalue()
     for name in (
         "--host",

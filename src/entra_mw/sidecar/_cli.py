@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -50,6 +52,7 @@ environment (the official sidecar's variables; ':' works as '__', names are case
   TokenCache__RedisConnection       Redis shared by replicas (host:6379,password=...,ssl=true or redis://...)
   ENTRA_MW_REDIS_URL, ENTRA_MW_CACHE_ENCRYPTION_KEY   the same, and the key that encrypts cached tokens
   SSL_CERT_FILE                     a CA bundle to trust as well (a local FakeEntra, a corporate CA)
+  Logging__LogLevel__Default        Debug, Information (default), Warning, Error: the service's log lines on stderr
   ENTRA_MW_AUTH_FACTORY             dotted path of a callable taking the EntraConfig, returning an EntraAuth
 """
 
@@ -102,6 +105,28 @@ def listen_address(host: str | None, port: int | None, environ: Mapping[str, str
     return (host or env_host), chosen_port
 
 
+_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "information": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "none": logging.CRITICAL + 10,
+}
+
+
+def _log_to_stderr(environ: Mapping[str, str]) -> None:
+    """The service's own log lines (never a token or secret) on stderr, at ``Logging__LogLevel__Default``
+    (ASP.NET's names: Debug, Information, Warning ...; default Information)."""
+    wanted = next((v for k, v in environ.items() if k.replace(":", "__").lower() == "logging__loglevel__default"), "")
+    logger = logging.getLogger("entra_mw")
+    logger.setLevel(_LEVELS.get(wanted.strip().lower(), logging.INFO))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+
+
 def run_sidecar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Serve until interrupted; configuration errors are one line on ``err`` and exit code 2."""
     try:
@@ -136,6 +161,7 @@ def run_sidecar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (ConfigurationError, ValueError) as exc:
         err.write(f"entra-mw sidecar: {exc}\n")
         return 2
+    _log_to_stderr(env)
     mode = "Development" if app.state.sidecar_options.development else "Production"
     shown = f"[{host}]" if ":" in host else host
     out.write(f"entra-mw sidecar: listening on http://{shown}:{port} ({mode}; tenant {config.tenant_id})\n")
