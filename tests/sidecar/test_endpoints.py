@@ -148,3 +148,26 @@ def test_openapi_only_in_development(client: httpx2.Client, start_sidecar: Start
     assert {"apiName", "AgentIdentity", "AgentUsername", "AgentUserId", "optionsOverride.Scopes"} <= names
     assert "post" in doc["paths"]["/DownstreamApi/{apiName}"]
     json.dumps(doc)  # plain JSON all the way down
+
+
+def test_two_authorization_headers_are_a_400(client: httpx2.Client, fake: FakeEntra, scn: Scenario) -> None:
+    token = user_token(fake, scn)
+    response = client.get(
+        "/Validate", headers=[("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert token not in response.text
+
+
+def test_no_signing_keys_is_a_503(start_sidecar: StartSidecar, fake: FakeEntra, scn: Scenario) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    sidecar = start_sidecar(AzureAd__Instance=f"https://127.0.0.1:{dead}/")
+    response = sidecar.get("/Validate", headers={"Authorization": f"Bearer {user_token(fake, scn)}"})
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "retry-after" in response.headers
