@@ -161,3 +161,44 @@ def test_sidecar_settings_are_parsed(served: ServedFakeEntra, scn: Scenario) -> 
     bad = {**env, "Sidecar__AllowOutboundRedirects": "yes please"}
     with pytest.raises(ConfigurationError, match="Sidecar__AllowOutboundRedirects"):
         SidecarOptions.from_config(EntraConfig.from_env(bad), bad)
+
+
+@pytest.mark.anyio
+async def test_compat_10_host_filtering_instead_of_loopback(served: ServedFakeEntra, scn: Scenario) -> None:
+    # A deployment written for 1.0.x: another container calls http://sidecar:5000 with Host: localhost.
+    app = _app(served, scn, ENTRA_MW_SIDECAR_COMPAT="1.0")
+    transport = httpx2.ASGITransport(app=app, client=("172.18.0.3", 40000))  # type: ignore[arg-type]
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sidecar:5000") as other_container:
+        assert (await other_container.get("/Validate")).status_code == 400  # Host: sidecar:5000
+        local = await other_container.get("/Validate", headers={"Host": "localhost"})
+        assert local.status_code == 401
+        assert (await other_container.get("/healthz")).status_code == 200
+    app = _app(served, scn, ENTRA_MW_SIDECAR_COMPAT="1.0", AllowedHosts="*")
+    transport = httpx2.ASGITransport(app=app, client=("172.18.0.3", 40000))  # type: ignore[arg-type]
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sidecar:5000") as other_container:
+        assert (await other_container.get("/Validate")).status_code == 401
+
+
+def test_compat_10_applies_agent_parameters_everywhere(
+    start_sidecar: StartSidecar, fake: FakeEntra, scn: Scenario
+) -> None:
+    sidecar = start_sidecar(ENTRA_MW_SIDECAR_COMPAT="1.0")
+    sidecar.headers["Host"] = "localhost:5000"  # 1.0.x filters on the Host header
+    response = sidecar.get(f"/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={scn.agent.app_id}")
+    assert response.status_code == 200
+    assert fake.decode(response.json()["authorizationHeader"][7:])["azp"] == scn.agent.app_id
+    explicit = start_sidecar(
+        ENTRA_MW_SIDECAR_COMPAT="1.0", Sidecar__AllowOverrides__GetAuthorizationHeaderUnauthenticated="false"
+    )
+    response = explicit.get(
+        f"/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={scn.agent.app_id}", headers={"Host": "localhost"}
+    )
+    assert fake.decode(response.json()["authorizationHeader"][7:])["azp"] == scn.blueprint.app_id
+
+
+def test_compat_setting_is_checked(served: ServedFakeEntra, scn: Scenario) -> None:
+    from entra_mw import ConfigurationError
+
+    env = sidecar_env(served, scn, "http://127.0.0.1:9", ENTRA_MW_SIDECAR_COMPAT="2.0")
+    with pytest.raises(ConfigurationError, match="ENTRA_MW_SIDECAR_COMPAT"):
+        SidecarOptions.from_config(EntraConfig.from_env(env), env)

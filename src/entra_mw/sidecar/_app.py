@@ -35,7 +35,7 @@ from ..errors import (
 from ._openapi import openapi_document
 from ._options import AgentParams, Effective, Overrides, SidecarOptions, effective_options
 
-__all__ = ["LoopbackOnly", "SidecarRoutes", "is_local_client"]
+__all__ = ["HostFiltering", "LoopbackOnly", "SidecarRoutes", "is_local_client"]
 
 logger = logging.getLogger("entra_mw.sidecar")
 
@@ -111,6 +111,36 @@ class LoopbackOnly:
             await send({"type": "http.response.start", "status": 403, "headers": [(b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})
             return
+        await self.app(scope, receive, send)
+
+
+class HostFiltering:
+    """Pure ASGI: the official 1.0.x caller check (``ENTRA_MW_SIDECAR_COMPAT=1.0``): the ``Host`` header must name
+    one of the allowed hosts (``*`` any, ``*.example.com`` its subdomains), else 400; ``/healthz`` is exempt."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], *, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    def _allowed(self, host: str) -> bool:
+        name = host.strip().lower()
+        if name.startswith("["):  # [::1]:5000
+            name = name[1:].split("]", 1)[0]
+        elif ":" in name:
+            name = name.rsplit(":", 1)[0]
+        return any(
+            pattern in ("*", name) or (pattern.startswith("*.") and name.endswith(pattern[1:]))
+            for pattern in self.allowed
+        )
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/").lower() != "/healthz":
+            hosts = [v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"host"]
+            if len(hosts) != 1 or not self._allowed(hosts[0]):
+                logger.warning("request refused: its Host header is not in AllowedHosts")
+                await send({"type": "http.response.start", "status": 400, "headers": [(b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
         await self.app(scope, receive, send)
 
 

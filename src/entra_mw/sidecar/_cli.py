@@ -47,6 +47,9 @@ environment (the official sidecar's variables; ':' works as '__', names are case
   Sidecar__AllowOverrides__CallDownstreamApiUnauthenticated       default false
   Sidecar__AllowOutboundRedirects   follow a downstream API's redirects (default false)
   ASPNETCORE_ENVIRONMENT            Development: any caller address, /openapi/v1.json served
+  ENTRA_MW_SIDECAR_COMPAT           1.0: behave as the official 1.0.x (overrides and agent parameters on every
+                                    route; Host-header filtering by AllowedHosts instead of loopback-only callers)
+  AllowedHosts                      with ENTRA_MW_SIDECAR_COMPAT=1.0: accepted Host names (';'-separated, * any)
   ASPNETCORE_URLS, ASPNETCORE_HTTP_PORTS   where to listen when --host/--port are not given
                                     (http://+:5000 listens on every interface)
   TokenCache__RedisConnection       Redis shared by replicas (host:6379,password=...,ssl=true or redis://...)

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from .._config import EntraConfig
 from .._engine import EntraAuth
 from ..errors import ConfigurationError
-from ._app import LoopbackOnly, SidecarRoutes
+from ._app import HostFiltering, LoopbackOnly, SidecarRoutes
 from ._options import SidecarOptions
 
 __all__ = ["create_app", "trust_context"]
@@ -74,7 +74,12 @@ def create_app(
         if owned:
             await engine.aclose()
 
-    middleware = [] if opts.development else [Middleware(LoopbackOnly)]
+    if opts.development:
+        middleware: list[Middleware] = []
+    elif opts.compatibility == "1.0":
+        middleware = [Middleware(HostFiltering, allowed=opts.allowed_hosts)]
+    else:
+        middleware = [Middleware(LoopbackOnly)]
     app = Starlette(
         routes=[Route("/{path:path}", SidecarRoutes(engine, opts).dispatch, methods=_METHODS)],
         middleware=middleware,

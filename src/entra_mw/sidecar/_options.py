@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from .._config import DownstreamApi, EntraConfig
 from .._downstream import is_reserved_header
@@ -68,6 +68,11 @@ class SidecarOptions:
     parameters and ``optionsOverride.*`` (``Sidecar__AllowOverrides__*``). ``allow_outbound_redirects``: follow a
     downstream API's 3xx (``Sidecar__AllowOutboundRedirects``). ``development``: ``ASPNETCORE_ENVIRONMENT`` is
     ``Development`` — any caller address is accepted and ``/openapi/v1.json`` is served.
+
+    ``compatibility`` ``"1.0"`` (``ENTRA_MW_SIDECAR_COMPAT=1.0``) behaves as the official 1.0.x releases, for
+    deployments written against them: the four override flags default to ``true`` (agent parameters are applied
+    on the ``*Unauthenticated`` routes too), and instead of the loopback-only caller check the ``Host`` header must
+    name one of ``allowed_hosts`` (``AllowedHosts``, ``;``-separated, ``*`` for any; default ``localhost``).
     """
 
     get_authorization_header: bool = True
@@ -76,13 +81,30 @@ class SidecarOptions:
     call_downstream_api_unauthenticated: bool = False
     allow_outbound_redirects: bool = False
     development: bool = False
+    compatibility: str = "1.1"
+    allowed_hosts: tuple[str, ...] = ("localhost",)
 
     @classmethod
     def from_config(cls, config: EntraConfig, environ: Mapping[str, str] | None = None) -> SidecarOptions:
-        """From ``config.sidecar_options`` (the ``Sidecar__*`` variables ``EntraConfig.from_env`` kept) and
-        ``ASPNETCORE_ENVIRONMENT`` in ``environ`` (default: the process environment)."""
+        """From ``config.sidecar_options`` (the ``Sidecar__*`` variables ``EntraConfig.from_env`` kept),
+        ``ASPNETCORE_ENVIRONMENT``, ``ENTRA_MW_SIDECAR_COMPAT`` and ``AllowedHosts`` in ``environ`` (default: the
+        process environment)."""
         env = os.environ if environ is None else environ
-        kwargs: dict[str, bool] = {}
+
+        def read(name: str) -> str:
+            return (next((v for k, v in env.items() if k.upper() == name.upper()), "") or "").strip()
+
+        compatibility = read("ENTRA_MW_SIDECAR_COMPAT") or "1.1"
+        if compatibility not in ("1.0", "1.1"):
+            raise ConfigurationError(
+                f"ENTRA_MW_SIDECAR_COMPAT must be 1.0 or 1.1, got {compatibility!r}", key="ENTRA_MW_SIDECAR_COMPAT"
+            )
+        kwargs: dict[str, Any] = {"compatibility": compatibility}
+        if compatibility == "1.0":
+            # 1.0.x had no Sidecar:AllowOverrides: every route applied overrides and agent parameters.
+            kwargs.update({attr: True for attr, _ in _GATES.values()})
+            hosts = tuple(h.strip().lower() for h in read("AllowedHosts").split(";") if h.strip())
+            kwargs["allowed_hosts"] = hosts or ("localhost",)
         for raw_key, value in config.sidecar_options.items():
             parts = [p.lower() for p in raw_key.split(":")]
             name = "Sidecar__" + raw_key.replace(":", "__")
@@ -93,8 +115,7 @@ class SidecarOptions:
             else:
                 # ASP.NET ignores keys nothing binds; say so, since a typo silently keeps a default.
                 logger.warning("unknown sidecar setting ignored key=%s", name)
-        environment = next((v for k, v in env.items() if k.upper() == "ASPNETCORE_ENVIRONMENT"), "") or ""
-        kwargs["development"] = environment.strip().lower() == "development"
+        kwargs["development"] = read("ASPNETCORE_ENVIRONMENT").lower() == "development"
         return cls(**kwargs)
 
 
