@@ -85,6 +85,7 @@ def test_no_token_or_secret_in_logs(
     client.get("/Validate", headers={"Authorization": f"Bearer {tc[:-3]}xyz"})
     issued_token = issued.json()["authorizationHeader"].split(" ", 1)[1]
     text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "optionsOverride.BaseUrl ignored" in text  # the sidecar's own lines were captured
     for secret in (tc, issued_token, scn.blueprint_secret, tc.split(".")[2], issued_token.split(".")[2]):
         assert secret not in text
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx2
@@ -231,8 +232,10 @@ def test_overrides_gated_off_are_ignored(start_sidecar: StartSidecar, fake: Fake
 def test_base_url_override_is_ignored(
     client: httpx2.Client, fake: FakeEntra, scn: Scenario, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="entra_mw.sidecar")
     response = client.get("/AuthorizationHeaderUnauthenticated/graph?optionsOverride.BaseUrl=https://evil.example/")
-    assert response.status_code == 200
+    assert header_claims(fake, response)["azp"] == scn.blueprint.app_id
+    assert any("optionsOverride.BaseUrl ignored" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(
