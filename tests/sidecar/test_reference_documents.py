@@ -194,3 +194,51 @@ def test_faq_validate_command(sidecar_port: int, tmp_path: Path, fake: FakeEntra
     body = json.loads(out)
     assert body["protocol"] == "Bearer"
     assert body["claims"]["oid"] == world.user.object_id
+
+
+# agent-id-on-kubernetes-part4-workload-identity.md: the ConfigMap's credential becomes the projected token.
+K8S_ISSUER = "https://oidc.kind.example/cluster/"
+K8S_SUBJECT = "system:serviceaccount:entra-demo:demo-app"
+
+
+@pytest.mark.parametrize(
+    "file_key",
+    [
+        "AzureAd__ClientCredentials__0__SignedAssertionFileDiskPath",  # the article's (and the code's) name
+        "AzureAd__ClientCredentials__0__SignedAssertionFilePath",  # the official README's name
+        None,  # neither: AZURE_FEDERATED_TOKEN_FILE, as the workload-identity webhook sets it
+    ],
+)
+def test_workload_identity_configmap(
+    served: ServedFakeEntra,
+    world: Scenario,
+    api_url: str,
+    tmp_path: Path,
+    fake: FakeEntra,
+    monkeypatch: pytest.MonkeyPatch,
+    file_key: str | None,
+) -> None:
+    from entra_mw.testing._token_endpoint import fake_oidc_issuer
+
+    issuer = fake_oidc_issuer(fake, K8S_ISSUER)
+    if not any(f.issuer == K8S_ISSUER for f in world.blueprint.federated_credentials):
+        fake.add_federated_credential(world.blueprint, issuer=K8S_ISSUER, subject=K8S_SUBJECT)
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(issuer.mint(K8S_SUBJECT, "api://AzureADTokenExchange"))
+    env = configmap(TENANT_ID=world.tenant.tenant_id, CLIENT_ID=world.blueprint.app_id)
+    env.update(
+        AzureAd__ClientCredentials__0__SourceType="SignedAssertionFilePath",
+        AzureAd__Instance=served.base_url,
+        DownstreamApis__graph__BaseUrl=f"{api_url}/echo/v1.0/",
+        SSL_CERT_FILE=served.ca_file,
+    )
+    if file_key is None:
+        monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    else:
+        env[file_key] = str(token_file)
+    with running_sidecar(env) as url:
+        port = urlsplit(url).port
+        assert port is not None
+        out, err = curl(BLUEPRINT, port, tmp_path)
+        assert "< HTTP/1.1 200" in err, out
+        assert header_claims(fake, out)["azp"] == world.blueprint.app_id
