@@ -273,3 +273,17 @@ def test_app_scope_override_without_default_is_a_400(client: httpx2.Client, fake
     )
     assert response.status_code == 400
     assert "/.default" in response.json()["detail"]
+
+
+def test_claims_challenge_override_asks_entra_again(client: httpx2.Client, fake: FakeEntra, scn: Scenario) -> None:
+    tc = user_token(fake, scn)
+    assert client.get("/AuthorizationHeader/weather", headers=bearer(tc)).status_code == 200
+    before = fake.request_count("token")
+    claims = '{"access_token":{"acrs":{"essential":true,"value":"c1"}}}'
+    response = client.get(
+        "/AuthorizationHeader/weather",
+        params={"optionsOverride.AcquireTokenOptions.Claims": claims},
+        headers=bearer(tc),
+    )
+    assert header_claims(fake, response)["oid"] == scn.user.object_id
+    assert fake.request_count("token") == before + 1  # a claims challenge is never answered from the cache
