@@ -247,3 +247,19 @@ def test_downstream_requires_a_caller(client: httpx2.Client) -> None:
     response = client.post("/DownstreamApi/weather")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_call_overrides_gated_off(
+    start_sidecar: StartSidecar, fake: FakeEntra, scn: Scenario, recorder: Recorder
+) -> None:
+    sidecar = start_sidecar(Sidecar__AllowOverrides__CallDownstreamApi="false")
+    tc = user_token(fake, scn)
+    url = (
+        "/DownstreamApi/weather?optionsOverride.RelativePath=elsewhere&optionsOverride.HttpMethod=DELETE"
+        f"&optionsOverride.ExtraHeaderParameters.X-Trace=abc&AgentIdentity={scn.agent.app_id}"
+    )
+    assert sidecar.post(url, headers=bearer(tc)).json()["statusCode"] == 200
+    seen = recorder.last()
+    assert (seen.method, seen.path) == ("GET", "/echo")
+    assert "x-trace" not in seen.headers
+    assert seen.token_claims["azp"] == scn.blueprint.app_id  # no agent either: plain OBO
