@@ -410,6 +410,10 @@ def run_demo(*, out: TextIO, verbose: bool = True, palette: Palette | None = Non
                     expect=401,
                 )
                 assert len(results) == total, "the step count in the headings is out of date"
+                from .sidecar._demo_leg import run_sidecar_leg  # the same flows through the sidecar's HTTP API
+
+                if not run_sidecar_leg(trace.say, served=served, scenario=scn, api_url=api_url, trust_file=str(bundle), user_token=tc, in_process=caller):  # noqa: E501
+                    results.append(("the same flows through the sidecar API", False))
             finally:
                 agent_auth.close()
                 api_auth.close()

@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dec.add_argument("token", help="the token (or 'Bearer <token>'), or - to read it from standard input")
     dec.set_defaults(func=_cmd_decode)
+    from .sidecar._cli import add_sidecar_parser  # the sidecar's options and its environment help live there
+
+    add_sidecar_parser(sub)
     return parser
 
 

@@ -1,0 +1,179 @@
+"""Shared by the sidecar tests: uvicorn on loopback in a thread, a recording downstream API, and the sidecar's
+environment for a served FakeEntra (the official variables, as a ConfigMap would hold them)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from entra_mw import EntraConfig
+from entra_mw.sidecar import create_app
+from entra_mw.testing import FakeEntra, Scenario, ServedFakeEntra
+
+
+class ServerThread:
+    """uvicorn on an ephemeral 127.0.0.1 port, in a thread; ``stop`` ends it (and runs the app's shutdown)."""
+
+    def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "on") -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan=lifespan, log_level="critical")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> str:
+        self.thread.start()
+        for _ in range(1000):
+            if self.server.started:
+                break
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn exited before it started")
+            self.thread.join(0.01)
+        else:
+            raise RuntimeError("uvicorn did not start")
+        port: int = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def token_claims(self) -> dict[str, Any]:
+        """The claims of the bearer token this request carried (decoded, not verified: the API checks that)."""
+        scheme, _, token = self.headers.get("authorization", "").partition(" ")
+        assert scheme == "Bearer", self.headers
+        payload = token.split(".")[1]
+        claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return claims
+
+
+@dataclass
+class Recorder:
+    """A downstream API on loopback that records every request it gets."""
+
+    requests: list[Recorded] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        async def record(request: Request) -> Recorded:
+            body = await request.body()
+            entry = Recorded(
+                method=request.method,
+                path=request.url.path,
+                query=request.url.query,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+            )
+            self.requests.append(entry)
+            return entry
+
+        async def echo(request: Request) -> Response:
+            entry = await record(request)
+            return JSONResponse(
+                {"method": entry.method, "path": entry.path, "query": entry.query, "body": entry.body.decode()},
+                headers={"X-Not-A-Content-Header": "dropped", "Content-Language": "en"},
+            )
+
+        async def nocontent(request: Request) -> Response:
+            await record(request)
+            return Response(status_code=204)
+
+        async def chunked(request: Request) -> Response:
+            await record(request)
+
+            async def parts() -> AsyncIterator[bytes]:
+                yield b'{"chunked":'
+                yield b"true}"
+
+            return StreamingResponse(parts(), media_type="application/json")
+
+        async def redirect(request: Request) -> Response:
+            await record(request)
+            return Response(status_code=302, headers={"Location": "/echo/redirected"})
+
+        async def unavailable(request: Request) -> Response:
+            await record(request)
+            return Response(
+                b"busy",
+                status_code=503,
+                headers={"Retry-After": "7", "WWW-Authenticate": "Bearer", "Content-Type": "text/plain"},
+            )
+
+        return Starlette(
+            routes=[
+                Route("/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+                Route("/echo", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+                Route("/nocontent", nocontent, methods=["GET", "POST"]),
+                Route("/chunked", chunked, methods=["GET", "POST"]),
+                Route("/redirect", redirect, methods=["GET", "POST"]),
+                Route("/unavailable", unavailable, methods=["GET", "POST"]),
+            ]
+        )
+
+    def last(self) -> Recorded:
+        assert self.requests, "the downstream API got no request"
+        return self.requests[-1]
+
+
+def sidecar_env(served: ServedFakeEntra, scn: Scenario, api_url: str, **extra: str) -> dict[str, str]:
+    """The sidecar's variables: the blueprint with its secret, the weather API app-only as ``graph`` (as in
+    the Kubernetes article's ConfigMap) and delegated as ``weather``."""
+    env = {
+        "AzureAd__Instance": served.base_url,
+        "AzureAd__TenantId": scn.tenant.tenant_id,
+        "AzureAd__ClientId": scn.blueprint.app_id,
+        "AzureAd__ClientCredentials__0__SourceType": "ClientSecret",
+        "AzureAd__ClientCredentials__0__ClientSecret": scn.blueprint_secret,
+        "DownstreamApis__graph__BaseUrl": f"{api_url}/echo/",
+        "DownstreamApis__graph__Scopes__0": f"api://{scn.api.app_id}/.default",
+        "DownstreamApis__graph__RequestAppToken": "true",
+        "DownstreamApis__weather__BaseUrl": f"{api_url}/echo/",
+        "DownstreamApis__weather__Scopes__0": f"api://{scn.api.app_id}/Weather.Read",
+        "SSL_CERT_FILE": served.ca_file,
+        "ASPNETCORE_ENVIRONMENT": "Production",
+    }
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def running_sidecar(env: Mapping[str, str]) -> Iterator[str]:
+    """``create_app`` for ``env`` under uvicorn on loopback; yields its base URL."""
+    app = create_app(EntraConfig.from_env(env), environ=env)
+    server = ServerThread(app)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def running(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[str]:
+    server = ServerThread(app, lifespan=lifespan)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def user_token(fake: FakeEntra, scn: Scenario) -> str:
+    """Tc: alice's token from the chat client for the blueprint's API (audience = the blueprint)."""
+    return fake.user_token(scn.user, client=scn.client, resource=scn.blueprint)
