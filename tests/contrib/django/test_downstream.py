@@ -38,3 +38,30 @@ async def test_async_view(env: World) -> None:
     _check(env, first, caller)
     assert first == second
     assert env.fake.request_count("token:jwt_bearer") == 1
+
+
+@pytest.mark.anyio
+async def test_async_view_does_not_block_the_event_loop(env: World) -> None:
+    """While the token request is slow (FakeEntra answers after 0.3 s), other work on the loop goes on."""
+    import asyncio
+
+    env.fake.faults.latency("token", 0.3)
+    caller = env.user_token()
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    try:
+        response = await AsyncClient().get("/downstream/async", headers=bearer(caller))
+    finally:
+        done.set()
+        await task
+    assert response.status_code == 200
+    _check(env, response.json()["authorization"], caller)
+    assert ticks >= 10, f"the loop was blocked: {ticks} ticks in a 0.3 s token request"
