@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.utils.decorators import method_decorator
 from django.views import View
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -116,6 +116,19 @@ class DrfRole(APIView):
         return Response(_drf_who(request))
 
 
+class IsAppOnly(BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        ctx: Any = request.auth
+        return isinstance(ctx, AuthContext) and ctx.principal is not None and ctx.principal.is_app
+
+
+class DrfEither(APIView):
+    permission_classes = (IsAppOnly | HasScopes(scopes=["Weather.Write"]),)
+
+    def get(self, request: Request) -> Response:
+        return Response(_drf_who(request))
+
+
 urlpatterns = [
     path("open", open_view),
     path("sync", sync_view),
@@ -131,4 +144,5 @@ urlpatterns = [
     path("drf/authenticated", DrfAuthenticated.as_view()),
     path("drf/scoped", DrfScoped.as_view()),
     path("drf/role", DrfRole.as_view()),
+    path("drf/either", DrfEither.as_view()),
 ]

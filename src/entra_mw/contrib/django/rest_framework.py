@@ -22,6 +22,7 @@ and JSON body.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -51,7 +52,7 @@ class RefusedByEntra(APIException):
         # DRF's exception handler sends these two as WWW-Authenticate and Retry-After.
         self.auth_header = error.www_authenticate
         retry_after = dict(error.headers()).get("Retry-After")
-        self.wait = int(retry_after) if retry_after is not None else None
+        self.wait = math.ceil(float(retry_after)) if retry_after is not None else None
 
 
 class EntraUser:
@@ -144,8 +145,9 @@ def HasScopes(
 ) -> type[BasePermission]:
     """A DRF permission class: the caller's token must have one of ``scopes`` (delegated) or one of ``roles``
     (app roles); neither given means any valid entra_mw token. A token without them gets 403
-    ``insufficient_scope`` with ``scope="..."`` in the challenge; no token gets 401. Composes with DRF's
-    operators (``HasScopes(...) | IsAdminUser``).
+    ``insufficient_scope`` with ``scope="..."`` in the challenge, raised by the permission itself (DRF's own
+    403 carries no challenge); no token gets 401. With DRF's ``|``, put it last (``IsAdminUser | HasScopes(...)``):
+    its refusal ends the check.
 
     ::
 
