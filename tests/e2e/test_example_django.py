@@ -140,7 +140,7 @@ def test_valid_token(world: World, base: str) -> None:
     assert response.json()["caller"] == world.sandbox.scenario.user.upn
 
 
-def test_wrong_audience_and_expired(world: World, base: str) -> None:
+def test_wrong_audience_and_expired(world: World, base: str, caplog: pytest.LogCaptureFixture) -> None:
     s = world.sandbox
     foreign = s.fake.user_token(
         s.scenario.user, client=s.scenario.api, resource=s.forecast_app, scopes=[FORECAST_SCOPE]
@@ -152,6 +152,10 @@ def test_wrong_audience_and_expired(world: World, base: str) -> None:
             assert response.status_code == 401
             assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
             assert response.json()["error"] == "invalid_token"
+    # The server threads' records reach caplog (so the no-token check above sees them), with their reasons.
+    reasons = [r.getMessage() for r in caplog.records if r.name == "entra_mw.validation"]
+    assert any("bad_audience" in m or "audience" in m for m in reasons), reasons
+    assert any("expired" in m for m in reasons), reasons
 
 
 def test_insufficient_scope_and_app_roles(world: World, base: str) -> None:
