@@ -16,7 +16,7 @@ from entra_mw.contrib.django import require
 from . import urls
 from ._django import World, bearer
 
-SCOPED = ["/sync", "/async", "/cbv/sync", "/cbv/async", "/cbv/async-handler"]
+SCOPED = ["/sync", "/async", "/cbv/sync", "/cbv/async", "/cbv/async-handler", "/cbv/as-view/async", "/cbv/as-view/sync"]
 
 
 @pytest.mark.parametrize("path", SCOPED)

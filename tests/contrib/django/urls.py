@@ -71,6 +71,16 @@ class AsyncHandlerView(View):
         return JsonResponse(_who(request))
 
 
+class AsyncPlainView(View):
+    async def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse(_who(request))
+
+
+class SyncPlainView(View):
+    def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse(_who(request))
+
+
 @READ
 def sync_downstream(request: HttpRequest) -> JsonResponse:
     header = get_context(request).downstream.authorization_header("forecast")
@@ -139,6 +149,8 @@ urlpatterns = [
     path("cbv/sync", SyncClassView.as_view()),
     path("cbv/async", AsyncClassView.as_view()),
     path("cbv/async-handler", AsyncHandlerView.as_view()),
+    path("cbv/as-view/async", READ(AsyncPlainView.as_view())),
+    path("cbv/as-view/sync", READ(SyncPlainView.as_view())),
     path("downstream/sync", sync_downstream),
     path("downstream/async", async_downstream),
     path("drf/authenticated", DrfAuthenticated.as_view()),
