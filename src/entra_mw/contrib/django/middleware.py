@@ -61,7 +61,7 @@ def error_response(exc: EntraError) -> HttpResponse:
 
 def _authorization(request: HttpRequest) -> Authorization:
     # Under ASGI the scope keeps every Authorization header apart; WSGI servers fold repeats into one value.
-    scope = getattr(request, "scope", None)
+    scope = request.__dict__.get("scope")  # ASGIRequest's; a dict lookup, not a failing getattr, on WSGI
     if isinstance(scope, Mapping):
         return authorization_from_scope(scope)
     value: str | None = request.META.get("HTTP_AUTHORIZATION")
@@ -71,23 +71,23 @@ def _authorization(request: HttpRequest) -> Authorization:
 def get_context_or_authenticate(request: HttpRequest) -> AuthContext:
     """``request.entra`` when the middleware ran, else authenticate the request now (and attach the context).
     Raises :class:`~entra_mw.EntraError` for a token that is sent but refused."""
-    ctx = getattr(request, ATTRIBUTE, None)
+    ctx = request.__dict__.get(ATTRIBUTE)
     if isinstance(ctx, AuthContext):
         return ctx
     ctx = get_auth().authenticate(_authorization(request), query=request.META.get("QUERY_STRING"), required=False)
-    setattr(request, ATTRIBUTE, ctx)
+    request.__dict__[ATTRIBUTE] = ctx
     return ctx
 
 
 async def aget_context_or_authenticate(request: HttpRequest) -> AuthContext:
     """Async twin of :func:`get_context_or_authenticate`: key fetches do not block the event loop."""
-    ctx = getattr(request, ATTRIBUTE, None)
+    ctx = request.__dict__.get(ATTRIBUTE)
     if isinstance(ctx, AuthContext):
         return ctx
     ctx = await get_auth().aauthenticate(
         _authorization(request), query=request.META.get("QUERY_STRING"), required=False
     )
-    setattr(request, ATTRIBUTE, ctx)
+    request.__dict__[ATTRIBUTE] = ctx
     return ctx
 
 
