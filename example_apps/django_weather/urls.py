@@ -5,8 +5,9 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
+    path("healthz", views.healthz),
     path("forecast", views.forecast),
+    path("forecast/provider", views.provider_forecast),
     path("stations", views.stations),
-    path("outlook", views.outlook),
     path("observations", views.Observations.as_view()),
 ]
