@@ -84,3 +84,20 @@ def test_registered_when_the_app_is_ready() -> None:
     with override_settings(ENTRA_MW=None, ENTRA_MW_AUTH_FACTORY="x.y"):
         found = sorted(m.id or "" for m in run_checks() if (m.id or "").startswith("entra_mw."))
     assert found == ["entra_mw.E001", "entra_mw.E003"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ENTRA_MW_REQUIRED", "yes"),
+        ("ENTRA_MW_EXCLUDE_PATHS", ["healthz"]),
+        ("ENTRA_MW_EXCLUDE_PATHS", ["/a*/b"]),
+        ("ENTRA_MW_EXCLUDE_PATHS", 42),
+    ],
+)
+def test_e005_middleware_settings(name: str, value: object) -> None:
+    with override_settings(ENTRA_MW=GOOD, **{name: value}):
+        [message] = check_settings()
+    assert message.id == "entra_mw.E005"
+    assert name in message.msg
+    assert message.hint

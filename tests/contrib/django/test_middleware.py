@@ -161,3 +161,25 @@ def test_context_is_typed_and_reprs_without_the_token(env: World) -> None:
     assert token not in repr(ctx)
     seen: Any = ctx.principal
     assert seen.oid == env.s.user.object_id
+
+
+def test_required_with_excluded_paths(env: World) -> None:
+    with override_settings(ENTRA_MW_REQUIRED=True, ENTRA_MW_EXCLUDE_PATHS=["/open", "/cbv/*"]):
+        client = Client()
+        response = client.get("/raising")
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"] == "Bearer"
+        assert client.get("/raising", headers=bearer(env.user_token())).status_code == 403  # the view's own error
+        assert client.get("/open").json() == {"oid": None, "app": None}
+        assert client.get("/open", headers=bearer(env.user_token() + "x")).status_code == 401  # still checked
+        assert client.get("/cbv/sync").status_code == 401  # excluded, but the view requires a token
+        assert client.get("/cbv/sync", headers=bearer(env.user_token())).status_code == 200
+    assert Client().get("/raising").status_code == 403  # back to the default: no token, anonymous
+
+
+@pytest.mark.anyio
+async def test_required_async(env: World) -> None:
+    with override_settings(ENTRA_MW_REQUIRED=True):
+        response = await AsyncClient().get("/open")
+        assert response.status_code == 401
+        assert (await AsyncClient().get("/open", headers=bearer(env.user_token()))).status_code == 200

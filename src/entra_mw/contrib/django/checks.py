@@ -7,6 +7,8 @@ request would use them, so a mistake shows at deploy time with a hint, not as a 
                      the ``AzureAd__*`` variables missing or wrong)
 ``entra_mw.E003``    ``ENTRA_MW_AUTH_FACTORY`` is neither a callable nor an importable dotted path
 ``entra_mw.E004``    ``ENTRA_MW_USER_SYNC`` is neither a callable nor an importable dotted path
+``entra_mw.E005``    ``ENTRA_MW_REQUIRED`` is not a bool, or ``ENTRA_MW_EXCLUDE_PATHS`` not a
+                     list of paths (``"/healthz"``, ``"/static/*"``)
 ===================  ========================================================================
 
 The middleware is not checked for: the ``require`` decorator and the DRF authentication class authenticate
@@ -23,13 +25,17 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error
 
 from ..._settings import config_from_setting, load_factory
-from .conf import AUTH_FACTORY, SETTING, USER_SYNC
+from .conf import AUTH_FACTORY, SETTING, USER_SYNC, middleware_settings
 
 __all__ = ["check_settings"]
 
 _SETTING_HINT = (
     'Set ENTRA_MW = {"tenant_id": "<tenant GUID or domain>", "client_id": "<your API\'s application id>"} '
     '(the EntraConfig names), or ENTRA_MW = "env" to read the sidecar\'s AzureAd__* variables.'
+)
+_MIDDLEWARE_HINT = (
+    'ENTRA_MW_REQUIRED = True or False; ENTRA_MW_EXCLUDE_PATHS = ["/healthz", "/static/*"] (paths start with "/", '
+    'a "*" only as a final "/*").'
 )
 _DOTTED_HINT = "Give a callable or a dotted path such as 'myproject.auth.{what}' to a module-level callable."
 
@@ -49,4 +55,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
             load_factory(getattr(settings, name, None), key=name)
         except ValueError as exc:
             errors.append(Error(str(exc), hint=_DOTTED_HINT.format(what=what), id=f"entra_mw.{code}"))
+    try:
+        middleware_settings()
+    except ValueError as exc:
+        errors.append(Error(str(exc), hint=_MIDDLEWARE_HINT, id="entra_mw.E005"))
     return errors

@@ -8,6 +8,10 @@ engine built from them.
 - ``ENTRA_MW_USER_SYNC``: a callable (or its dotted path) taking the verified ``Principal`` and returning the
   ``request.user`` the DRF authentication class hands out (for example a ``User`` it gets or creates). Off by
   default: no database access per request.
+- ``ENTRA_MW_REQUIRED``: ``False`` (the default) lets the middleware pass requests without a token on with an
+  anonymous context; ``True`` makes it answer them with 401 itself, except under ``ENTRA_MW_EXCLUDE_PATHS``.
+- ``ENTRA_MW_EXCLUDE_PATHS``: paths (``"/healthz"``) and subtrees (``"/static/*"``) where ``ENTRA_MW_REQUIRED``
+  does not apply (a token that is sent is still checked, and views there may still use ``require``).
 
 The engine is built on first use and kept until one of these settings changes (Django's ``setting_changed``
 signal, sent by ``override_settings``); the replaced engine is closed.
@@ -17,24 +21,61 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django.conf import settings
 from django.core.signals import setting_changed
 
 from ..._engine import EntraAuth
+from ..._middleware import PathExclusions
 from ..._principal import Principal
 from ..._settings import auth_from_settings, load_factory
+from ...errors import ConfigurationError
 
-__all__ = ["AUTH_FACTORY", "SETTING", "USER_SYNC", "get_auth", "get_user_sync"]
+__all__ = [
+    "AUTH_FACTORY",
+    "EXCLUDE_PATHS",
+    "REQUIRED",
+    "SETTING",
+    "USER_SYNC",
+    "MiddlewareSettings",
+    "get_auth",
+    "get_middleware_settings",
+    "get_user_sync",
+    "middleware_settings",
+]
 
 SETTING = "ENTRA_MW"
 AUTH_FACTORY = "ENTRA_MW_AUTH_FACTORY"
 USER_SYNC = "ENTRA_MW_USER_SYNC"
+REQUIRED = "ENTRA_MW_REQUIRED"
+EXCLUDE_PATHS = "ENTRA_MW_EXCLUDE_PATHS"
 
 UserSync = Callable[[Principal], Any]
 
 _UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class MiddlewareSettings:
+    required: bool
+    exclude_paths: PathExclusions
+
+
+def middleware_settings() -> MiddlewareSettings:
+    """``ENTRA_MW_REQUIRED`` and ``ENTRA_MW_EXCLUDE_PATHS``, checked; ``ConfigurationError`` naming the bad one."""
+    required = getattr(settings, REQUIRED, False)
+    if not isinstance(required, bool):
+        raise ConfigurationError(f"{REQUIRED} must be True or False, not {required!r}", key=REQUIRED)
+    paths = getattr(settings, EXCLUDE_PATHS, ())
+    try:
+        exclusions = PathExclusions(paths)
+    except TypeError:
+        raise ConfigurationError(f"{EXCLUDE_PATHS} must be a list of paths", key=EXCLUDE_PATHS) from None
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{EXCLUDE_PATHS}: {exc.description}", key=EXCLUDE_PATHS) from None
+    return MiddlewareSettings(required=required, exclude_paths=exclusions)
 
 
 class _State:
@@ -44,6 +85,7 @@ class _State:
         self.lock = threading.Lock()
         self.auth: EntraAuth | None = None
         self.user_sync: UserSync | None = _UNSET
+        self.middleware: MiddlewareSettings | None = None
 
     def get_auth(self) -> EntraAuth:
         auth = self.auth
@@ -64,9 +106,18 @@ class _State:
             self.user_sync = hook
         return hook
 
+    def get_middleware_settings(self) -> MiddlewareSettings:
+        found = self.middleware
+        if found is None:
+            found = self.middleware = middleware_settings()
+        return found
+
     def reset(self, setting: str) -> None:
         if setting == USER_SYNC:
             self.user_sync = _UNSET
+            return
+        if setting in (REQUIRED, EXCLUDE_PATHS):
+            self.middleware = None
             return
         with self.lock:
             auth, self.auth = self.auth, None
@@ -91,8 +142,13 @@ def get_user_sync() -> UserSync | None:
     return _state.get_user_sync()
 
 
+def get_middleware_settings() -> MiddlewareSettings:
+    """The middleware's ``ENTRA_MW_REQUIRED`` and ``ENTRA_MW_EXCLUDE_PATHS`` (read once, until they change)."""
+    return _state.get_middleware_settings()
+
+
 def _setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting in (SETTING, AUTH_FACTORY, USER_SYNC):
+    if setting in (SETTING, AUTH_FACTORY, USER_SYNC, REQUIRED, EXCLUDE_PATHS):
         _state.reset(setting)
 
 

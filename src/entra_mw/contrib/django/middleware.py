@@ -19,7 +19,7 @@ from django.http.response import HttpResponseBase
 from ..._bearer import Authorization, authorization_from_scope
 from ..._context import AuthContext
 from ...errors import ConfigurationError, EntraError
-from .conf import get_auth
+from .conf import get_auth, get_middleware_settings
 
 __all__ = [
     "ATTRIBUTE",
@@ -68,27 +68,32 @@ def _authorization(request: HttpRequest) -> Authorization:
     return value
 
 
-def get_context_or_authenticate(request: HttpRequest) -> AuthContext:
+def get_context_or_authenticate(request: HttpRequest, *, required: bool = False) -> AuthContext:
     """``request.entra`` when the middleware ran, else authenticate the request now (and attach the context).
-    Raises :class:`~entra_mw.EntraError` for a token that is sent but refused."""
+    Raises :class:`~entra_mw.EntraError` for a token that is sent but refused, or missing when ``required``."""
     ctx = request.__dict__.get(ATTRIBUTE)
     if isinstance(ctx, AuthContext):
         return ctx
-    ctx = get_auth().authenticate(_authorization(request), query=request.META.get("QUERY_STRING"), required=False)
+    ctx = get_auth().authenticate(_authorization(request), query=request.META.get("QUERY_STRING"), required=required)
     request.__dict__[ATTRIBUTE] = ctx
     return ctx
 
 
-async def aget_context_or_authenticate(request: HttpRequest) -> AuthContext:
+async def aget_context_or_authenticate(request: HttpRequest, *, required: bool = False) -> AuthContext:
     """Async twin of :func:`get_context_or_authenticate`: key fetches do not block the event loop."""
     ctx = request.__dict__.get(ATTRIBUTE)
     if isinstance(ctx, AuthContext):
         return ctx
     ctx = await get_auth().aauthenticate(
-        _authorization(request), query=request.META.get("QUERY_STRING"), required=False
+        _authorization(request), query=request.META.get("QUERY_STRING"), required=required
     )
     request.__dict__[ATTRIBUTE] = ctx
     return ctx
+
+
+def _required(request: HttpRequest) -> bool:
+    options = get_middleware_settings()
+    return options.required and request.path_info not in options.exclude_paths
 
 
 class EntraMiddleware:
@@ -101,6 +106,9 @@ class EntraMiddleware:
         INSTALLED_APPS = [..., "entra_mw.contrib.django"]
         MIDDLEWARE = [..., "entra_mw.contrib.django.EntraMiddleware"]
         ENTRA_MW = {"tenant_id": "...", "client_id": "..."}      # or "env"
+
+    ``ENTRA_MW_REQUIRED = True`` makes it answer requests without a token with 401 too, except under
+    ``ENTRA_MW_EXCLUDE_PATHS`` (``["/healthz", "/static/*"]``); a token that is sent must be valid everywhere.
 
     It also renders any :class:`~entra_mw.EntraError` a view lets escape (``InsufficientScope`` raised by hand,
     a ``TokenAcquisitionError`` or ``DownstreamCallError`` from ``request.entra.downstream``) as that error's own
@@ -120,7 +128,7 @@ class EntraMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         try:
-            get_context_or_authenticate(request)
+            get_context_or_authenticate(request, required=_required(request))
         except ConfigurationError:
             raise
         except EntraError as exc:
@@ -130,7 +138,7 @@ class EntraMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         try:
-            await aget_context_or_authenticate(request)
+            await aget_context_or_authenticate(request, required=_required(request))
         except ConfigurationError:
             raise
         except EntraError as exc:
