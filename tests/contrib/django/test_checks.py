@@ -101,3 +101,16 @@ def test_e005_middleware_settings(name: str, value: object) -> None:
     assert message.id == "entra_mw.E005"
     assert name in message.msg
     assert message.hint
+
+
+def test_w001_before_cors() -> None:
+    cors = "corsheaders.middleware.CorsMiddleware"
+    ours = "entra_mw.contrib.django.EntraMiddleware"
+    with override_settings(ENTRA_MW=GOOD, MIDDLEWARE=[ours, cors]):
+        [message] = check_settings()
+    assert message.id == "entra_mw.W001"
+    assert message.hint is not None and cors in message.hint
+    with override_settings(ENTRA_MW=GOOD, MIDDLEWARE=[cors, "entra_mw.contrib.django.middleware.EntraMiddleware"]):
+        assert check_settings() == []
+    with override_settings(ENTRA_MW=GOOD, MIDDLEWARE=[]):
+        assert check_settings() == []
