@@ -57,7 +57,7 @@ UserSync = Callable[[Principal], Any]
 _UNSET: Any = object()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MiddlewareSettings:
     required: bool
     exclude_paths: PathExclusions
@@ -79,7 +79,8 @@ def middleware_settings() -> MiddlewareSettings:
 
 
 class _State:
-    """The engine and the user-sync hook built from the current settings; dropped when they change."""
+    """The engine, the user-sync hook and the middleware options built from the settings; dropped when they
+    change."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
