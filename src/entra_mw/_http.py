@@ -4,9 +4,13 @@ through the pooled httpx2 clients built here. Tests inject FakeEntra's transport
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import ssl
 import threading
+import weakref
+from collections.abc import AsyncGenerator
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -93,7 +97,14 @@ class HttpSeam:
         self._verify = verify
         self._lock = threading.Lock()
         self._client: httpx2.Client | None = None
-        self._aclient: httpx2.AsyncClient | None = None
+        self._aclient: httpx2.AsyncClient | None = None  # outside asyncio (trio)
+        self._async_verify: ssl.SSLContext | bool | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def injected(self) -> bool:
@@ -137,20 +148,67 @@ class HttpSeam:
 
     @property
     def aclient(self) -> httpx2.AsyncClient:
-        aclient = self._aclient
+        """The running event loop's pooled async client.
+
+        A client's connections belong to the loop that opened them, so each asyncio loop gets its own: Django
+        and Flask run async views under WSGI in a new loop per request, and scripts call ``asyncio.run`` more
+        than once. Each is closed when its loop shuts down (``asyncio.run``, asgiref and uvicorn finalise async
+        generators before closing a loop). Under trio there is one client.
+        """
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            aclient = self._aclient
+            if aclient is None:
+                with self._lock:
+                    aclient = self._aclient
+                    if aclient is None:
+                        aclient = self._aclient = self._new_aclient()
+            return aclient
+        aclient = self._aclients.get(loop)
         if aclient is None:
             with self._lock:
-                aclient = self._aclient
+                aclient = self._aclients.get(loop)
                 if aclient is None:
-                    aclient = self._aclient = httpx2.AsyncClient(
-                        transport=self._async_transport,
-                        timeout=self._timeout,
-                        follow_redirects=False,
-                        trust_env=self._async_transport is None,
-                        verify=self._verify_for(self._async_transport),
-                        headers={"User-Agent": USER_AGENT},
-                    )
+                    aclient = self._aclients[loop] = self._new_aclient()
+                    self._closers[loop] = self._close_at_shutdown(loop, aclient)
         return aclient
+
+    def _new_aclient(self) -> httpx2.AsyncClient:
+        # One TLS context for every loop's client: loading a CA bundle costs milliseconds.
+        if self._async_verify is None:
+            self._async_verify = self._verify_for(self._async_transport)
+        return httpx2.AsyncClient(
+            transport=self._async_transport,
+            timeout=self._timeout,
+            follow_redirects=False,
+            trust_env=self._async_transport is None,
+            verify=self._async_verify,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    def _close_at_shutdown(
+        self, loop: asyncio.AbstractEventLoop, aclient: httpx2.AsyncClient
+    ) -> AsyncGenerator[None, None]:
+        """An async generator, started now, that closes ``aclient`` when it is finalised: the loop's
+        ``shutdown_asyncgens`` does that before the loop closes (PEP 525 hooks), on that loop."""
+
+        async def closer() -> AsyncGenerator[None, None]:
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._aclients.pop(loop, None)
+                    self._closers.pop(loop, None)
+                await aclient.aclose()
+
+        agen = closer()
+        step = agen.asend(None)  # the first step registers it with the running loop's asyncgen hooks
+        with contextlib.suppress(StopIteration):
+            step.send(None)
+        return agen
 
     def close(self) -> None:
         with self._lock:
@@ -159,8 +217,16 @@ class HttpSeam:
             client.close()
 
     async def aclose(self) -> None:
+        """Close this loop's async client (others close with their loops) and the sync client."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         with self._lock:
             aclient, self._aclient = self._aclient, None
+            closer = self._closers.get(loop) if loop is not None else None
         if aclient is not None:
             await aclient.aclose()
+        if closer is not None:
+            await closer.aclose()
         self.close()
