@@ -1,7 +1,9 @@
 """``Downstream``: the request-scoped object that gets tokens for downstream APIs and calls them safely.
 
 Flow selection follows the sidecar (spec §1.4): an app token when asked for (``app=True`` or the API's
-``request_app_token``) or when there is no caller; On-Behalf-Of the caller otherwise.
+``request_app_token``); On-Behalf-Of the caller otherwise. Without a caller token, a delegated API is refused
+with 401 (:class:`~entra_mw.errors.MissingToken`), as Microsoft.Identity.Web refuses it: an app token is never
+used in a user's place unless the API or the call asks for one.
 :meth:`Downstream.for_agent` gives the same interface acting as an agent identity: autonomous (T1 then the
 agent's client credentials, spec §3.3), agent OBO (T1 then OBO as the agent, §3.4), or agent user (T1,
 T2, then ``user_fic``, §3.5).
@@ -9,19 +11,25 @@ T2, then ``user_fic``, §3.5).
 Calls (:meth:`Downstream.call`) keep to DESIGN §5 "Downstream calls" and spec §1.6: the caller's token is
 never forwarded; the URL is the configured base URL plus a checked relative path (absolute URLs, ``//host``,
 dot segments, encoded slashes, backslashes, control characters and fragments are refused); reserved headers
-cannot be set; redirects are not followed; the body is read up to ``max_response_bytes``; a 401 claims
-challenge triggers one re-acquisition with those claims and one retry.
+cannot be set; redirects are not followed; the body is read up to ``max_response_bytes`` and the whole call
+(connect, send, headers, body) within the API's ``timeout``; a 401 claims challenge triggers one
+re-acquisition with those claims and one retry. Every input is checked before a token is asked for.
+
+An OBO token is bound to the caller's token: it is cached no longer than that token's ``exp`` (plus the
+configured clock skew), and a ``Principal`` given with the token must have been validated from it.
 
 The multi-step work of a call (token, request, maybe a claims challenge, token, request) is written once as a
 generator (:func:`_call_steps`) driven by a sync and an async driver, as httpx drives its auth flows.
 
 Errors::
 
-    DownstreamRequestError (EntraError, ValueError)  400: unsafe path, query or header; bad agent arguments
-    DownstreamCallError (EntraError)                 502/504: the API could not be reached, or sent too much
+    DownstreamRequestError (EntraError, ValueError)  400: unsafe path, query, header or body; bad agent
+                                                     arguments; unknown API, no scopes, app scope without
+                                                     /.default, a meta-tenant; a Principal of another token
+    MissingToken (AuthError)                         401: a delegated API asked for without a caller token
+    DownstreamCallError (EntraError)                 502/504: the API could not be reached, was too slow
+                                                     (overall deadline), or sent too much
     TokenAcquisitionError                            from the acquirer: Entra refused or could not be reached
-    ConfigurationError                               unknown API, no scopes, app scope without /.default,
-                                                     a meta-tenant
 """
 
 from __future__ import annotations
@@ -33,7 +41,6 @@ import json as _json
 import logging
 import re
 from collections.abc import Generator, Mapping, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, unquote
@@ -45,14 +52,16 @@ from ._acquisition._types import (
     AccessToken,
     Flow,
     TokenRequest,
+    assertion_claims,
     caller_digest,
     l1_prefix,
     request_key,
     scope_set,
 )
-from ._config import _DOMAIN, META_TENANTS, DownstreamApi, _is_guid, sequence_of
+from ._config import _DOMAIN, META_TENANTS, DownstreamApi, sequence_of
+from ._http import Deadline, aread_capped, read_capped
 from ._principal import Principal
-from .errors import ConfigurationError, DownstreamCallError, DownstreamRequestError
+from .errors import DownstreamCallError, DownstreamRequestError, MissingToken
 
 if TYPE_CHECKING:
     from ._acquisition.cache import CachedToken
@@ -71,7 +80,8 @@ __all__ = [
 
 logger = logging.getLogger("entra_mw.downstream")
 
-#: Headers a caller or a configuration may never set on a downstream call (spec §1.6; IDW PR #3793).
+#: Headers a caller or a configuration may never set on a downstream call (spec §1.6; IDW PR #3793, and the
+#: headers App Service authentication and reverse proxies trust, PR #3915).
 RESERVED_HEADERS: Final = frozenset(
     {
         "authorization",
@@ -82,9 +92,15 @@ RESERVED_HEADERS: Final = frozenset(
         "upgrade",
         "expect",
         "proxy-authorization",
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-original-url",
+        "x-rewrite-url",
     }
 )
-RESERVED_HEADER_PREFIXES: Final = ("sec-", "proxy-", "x-ms-token-")
+RESERVED_HEADER_PREFIXES: Final = ("sec-", "proxy-", "x-ms-token-", "x-ms-client-principal")
 
 _DEFAULT_SUFFIX: Final = "/.default"
 _METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -96,6 +112,15 @@ _PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Percent-encoded '/', '\' and NUL change how a server splits or ends the path.
 _ENCODED_SEPARATOR = re.compile(r"%(?:2[Ff]|5[Cc]|00)")
 _MAX_CLAIMS_CHALLENGE: Final = 16 * 1024
+# A GUID in its canonical 8-4-4-4-12 form only: uuid.UUID also takes braces, "urn:uuid:" and moved hyphens,
+# which would give one identity several spellings (and several cache keys).
+_CANONICAL_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+# The claims that tie a Principal to the token it was validated from.
+_IDENTITY_CLAIMS: Final = ("oid", "sub", "tid", "iss", "azp", "appid", "uti", "iat", "nbf", "exp")
+
+
+def _is_canonical_guid(value: object) -> bool:
+    return isinstance(value, str) and _CANONICAL_GUID.fullmatch(value) is not None
 
 
 # -- pure helpers: URL, headers, claims challenge ------------------------------------------------------------
@@ -162,7 +187,12 @@ def _encode_query(items: Sequence[tuple[str, str]]) -> str:
             raise DownstreamRequestError(
                 "query parameters must be non-empty string names with string values", reason="bad_query"
             )
-        out.append(f"{quote(key, safe='')}={quote(value, safe='')}")
+        try:
+            out.append(f"{quote(key, safe='')}={quote(value, safe='')}")
+        except UnicodeEncodeError:
+            raise DownstreamRequestError(
+                "a query parameter is not valid Unicode text (a lone surrogate)", reason="bad_query"
+            ) from None
     return "&".join(out)
 
 
@@ -209,7 +239,7 @@ def is_reserved_header(name: str) -> bool:
 
 
 def _check_header(name: object, value: object, where: str) -> tuple[str, str]:
-    if not isinstance(name, str) or not _TOKEN.match(name):
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
         raise DownstreamRequestError(f"{where}: header names must be RFC 9110 tokens", reason="bad_header")
     if is_reserved_header(name):
         raise DownstreamRequestError(
@@ -221,6 +251,12 @@ def _check_header(name: object, value: object, where: str) -> tuple[str, str]:
     if any((ch < "\x20" and ch != "\t") or ch == "\x7f" for ch in value):
         raise DownstreamRequestError(
             f"{where}: the value of header {name!r} contains a control character", reason="bad_header"
+        )
+    if not value.isascii():
+        # Header values travel as bytes: non-ASCII text has no agreed encoding (RFC 9110 §5.5 obs-text).
+        raise DownstreamRequestError(
+            f"{where}: the value of header {name!r} contains non-ASCII characters; encode it first",
+            reason="bad_header",
         )
     return name, value
 
@@ -295,19 +331,21 @@ class _Agent:
 
 def _check_tenant(tenant: str, what: str) -> str:
     if not isinstance(tenant, str):
-        raise ConfigurationError(f"{what} must be a tenant id (GUID) or a domain", key="tenant")
+        raise DownstreamRequestError(f"{what} must be a tenant id (GUID) or a domain", reason="bad_tenant")
     value = _real_tenant(tenant)
     if value is not None:
         return value
     if tenant.strip().lower() in META_TENANTS:
         # IDW10405: a token must be requested in a real tenant; 'common'/'organizations' only make sense for
         # sign-in, never for client credentials or OBO.
-        raise ConfigurationError(
+        raise DownstreamRequestError(
             f"{what} is the meta-tenant {tenant.strip()!r}: app and On-Behalf-Of tokens need a specific tenant; "
             "pass tenant= or set DownstreamApi.tenant (IDW10405)",
-            key="tenant",
+            reason="bad_tenant",
         )
-    raise ConfigurationError(f"{what} must be a tenant id (GUID) or a domain, got {tenant!r}", key="tenant")
+    raise DownstreamRequestError(
+        f"{what} must be a tenant id (GUID) or a domain, got {tenant[:100]!r}", reason="bad_tenant"
+    )
 
 
 # The checks below are pure functions of a few strings that repeat on every request (the configured tenant,
@@ -315,7 +353,7 @@ def _check_tenant(tenant: str, what: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def _real_tenant(tenant: str) -> str | None:
     value = tenant.strip()
-    if value.lower() in META_TENANTS or not (_is_guid(value) or _DOMAIN.match(value)):
+    if value.lower() in META_TENANTS or not (_is_canonical_guid(value) or _DOMAIN.fullmatch(value)):
         return None
     return value
 
@@ -352,7 +390,6 @@ class _Call:
     url: str
     headers: dict[str, str]
     content: bytes | None
-    json: Any
     timeout: float
     max_bytes: int
     api: str
@@ -372,12 +409,13 @@ class Downstream:
         agent = downstream.for_agent("00000000-0000-0000-0000-00000000a9e1")
         response = await agent.acall("weather", "forecast")           # autonomous or agent OBO
 
-    Flow: app-only when ``app=True``, the API sets ``request_app_token`` or there is no caller token;
-    On-Behalf-Of the caller otherwise. Tokens come from the engine's token cache (never shared across users,
-    tenants, agents or scopes). The caller's own token is never sent to a downstream API.
+    Flow: app-only when ``app=True`` or the API sets ``request_app_token``; On-Behalf-Of the caller otherwise
+    (with no caller token, that is a 401 :class:`~entra_mw.errors.MissingToken`). Tokens come from the
+    engine's token cache (never shared across users, tenants, agents or scopes); an OBO token is served no
+    longer than the caller's token is valid. The caller's own token is never sent to a downstream API.
     """
 
-    __slots__ = ("_agent", "_auth", "_digest", "_principal", "_token")
+    __slots__ = ("_agent", "_auth", "_caller", "_digest", "_principal", "_token")
 
     def __init__(
         self,
@@ -392,6 +430,7 @@ class Downstream:
         self._token = token or None
         self._agent = _agent
         self._digest: bytes | None = None  # SHA-256 of the caller's token, once a cache key has needed it
+        self._caller: tuple[float | None, str | None] | None = None  # (exp, oid) of the caller's token, checked
 
     def __repr__(self) -> str:
         agent = f", agent_id={self._agent.agent_id!r}" if self._agent else ""
@@ -411,18 +450,20 @@ class Downstream:
     def for_agent(self, agent_id: str, *, username: str | None = None, user_id: str | None = None) -> Downstream:
         """The same interface acting as the agent identity ``agent_id`` (its client id), sharing this caller.
 
-        Without a user: autonomous (app-only) when ``app=True``, the API sets ``request_app_token`` or there
-        is no caller token; agent OBO for the caller otherwise. With ``username`` (UPN) or ``user_id`` (object
-        id, a GUID): the agent user's token (T1, T2, ``user_fic``; spec §3.5). Giving both is an error.
+        Without a user: autonomous (app-only) when ``app=True`` or the API sets ``request_app_token``; agent
+        OBO for the caller otherwise (401 without a caller token). With ``username`` (an ASCII UPN) or
+        ``user_id`` (object id, a GUID in 8-4-4-4-12 form): the agent user's token (T1, T2, ``user_fic``; spec
+        §3.5). Giving both is an error.
 
         ::
 
             downstream.for_agent(agent_id).authorization_header("graph")                      # TR
             downstream.for_agent(agent_id, username="agent.user@contoso.com").call("graph", "me")
         """
-        if not isinstance(agent_id, str) or not _is_guid(agent_id.strip()):
+        if not isinstance(agent_id, str) or not _is_canonical_guid(agent_id.strip()):
             raise DownstreamRequestError(
-                "AgentIdentity must be the agent identity's client id (a GUID)", reason="bad_agent"
+                "AgentIdentity must be the agent identity's client id (a GUID in 8-4-4-4-12 form)",
+                reason="bad_agent",
             )
         if username is not None and user_id is not None:
             raise DownstreamRequestError("AgentUsername and AgentUserId are mutually exclusive", reason="bad_agent")
@@ -431,14 +472,17 @@ class Downstream:
                 raise DownstreamRequestError(
                     "AgentUsername must be a non-empty user principal name", reason="bad_agent"
                 )
-            if any(not ("\x21" <= ch <= "\x7e") and not ch.isalnum() for ch in username.strip()):
+            # ASCII only, folded with ASCII rules: Unicode case folding would let look-alikes (the KELVIN SIGN
+            # for 'k') share one user's cache entry.
+            if any(not ("\x21" <= ch <= "\x7e") for ch in username.strip()):
                 raise DownstreamRequestError(
-                    "AgentUsername contains whitespace or control characters", reason="bad_agent"
+                    "AgentUsername must be an ASCII user principal name without whitespace or control characters",
+                    reason="bad_agent",
                 )
             username = username.strip()
         if user_id is not None:
-            if not isinstance(user_id, str) or not _is_guid(user_id.strip()):
-                raise DownstreamRequestError("AgentUserId must be a valid GUID", reason="bad_agent")
+            if not isinstance(user_id, str) or not _is_canonical_guid(user_id.strip()):
+                raise DownstreamRequestError("AgentUserId must be a GUID in 8-4-4-4-12 form", reason="bad_agent")
             user_id = user_id.strip().lower()
         agent = _Agent(agent_id=agent_id.strip().lower(), username=username, user_id=user_id)
         return Downstream(self._auth, principal=self._principal, token=self._token, _agent=agent)
@@ -447,7 +491,7 @@ class Downstream:
 
     def _api(self, name: str, *, required: bool) -> DownstreamApi | None:
         if not isinstance(name, str) or not name:
-            raise ConfigurationError("a downstream API name is required", key="DownstreamApis")
+            raise DownstreamRequestError("a downstream API name is required", reason="unknown_api")
         api = self._auth.config.downstream_apis.get(name)
         if api is None:
             # Sidecar compatibility: names are matched case-insensitively, as .NET configuration does.
@@ -456,20 +500,39 @@ class Downstream:
                     api = value
                     break
         if api is None and required:
-            raise ConfigurationError(f"the downstream API {name!r} is not configured", key=f"DownstreamApis__{name}")
+            raise DownstreamRequestError(
+                f"the downstream API {name[:100]!r} is not configured (DownstreamApis__{name[:100]})",
+                reason="unknown_api",
+            )
         return api
 
     def _flow(self, api: DownstreamApi | None, app: bool) -> Flow:
         wants_app = app or (api is not None and api.request_app_token)
         agent = self._agent
         if agent is None:
-            return "app" if wants_app or self._token is None else "obo"
+            if wants_app:
+                return "app"
+            if self._token is None:
+                raise self._no_caller()
+            return "obo"
         # Spec §1.4: the app path wins over the agent-user leg; the agent-user leg runs before OBO.
         if wants_app:
             return "agent_app"
         if agent.username is not None or agent.user_id is not None:
             return "agent_user"
-        return "agent_app" if self._token is None else "agent_obo"
+        if self._token is None:
+            raise self._no_caller()
+        return "agent_obo"
+
+    @staticmethod
+    def _no_caller() -> MissingToken:
+        # Spec §1.4: with no user, Microsoft.Identity.Web's user path ends in MsalUiRequiredException, a 401.
+        # Never an app token in the user's place: the API's permissions would no longer be the user's.
+        return MissingToken(
+            "this API is called on behalf of a user, and the request has no caller token; "
+            "sign in, or ask for an app token (app=True or DownstreamApi.request_app_token)",
+            reason="no_caller",
+        )
 
     def _target(
         self,
@@ -481,27 +544,33 @@ class Downstream:
         tenant: str | None,
     ) -> tuple[Flow, tuple[str, ...], str, str]:
         """What to ask for: the flow, the scopes, their scope-set text (for the cache key) and the tenant."""
-        wanted = sequence_of(scopes) if scopes is not None else ()
+        try:
+            wanted = sequence_of(scopes) if scopes is not None else ()
+        except (TypeError, ValueError):
+            raise DownstreamRequestError(
+                "scopes must be a string or a sequence of strings", reason="no_scopes"
+            ) from None
         if not wanted and api is not None:
             wanted = tuple(api.scopes)
         if not wanted:
-            raise ConfigurationError(
-                f"No scopes found for the API '{name}': configure DownstreamApi.scopes or pass scopes=",
-                key=f"DownstreamApis__{name}__Scopes",
+            raise DownstreamRequestError(
+                f"No scopes found for the API '{name[:100]}': configure DownstreamApi.scopes "
+                f"(DownstreamApis__{name[:100]}__Scopes) or pass scopes=",
+                reason="no_scopes",
             )
         flow = self._flow(api, app)
         app_path = flow in ("app", "agent_app")
         normalized = _normalized_scopes(wanted, app_path)
         if normalized is None:
             if app_path:
-                raise ConfigurationError(
+                raise DownstreamRequestError(
                     f"app tokens need a scope ending in '/.default' (e.g. 'api://x/.default'), got "
-                    f"{wanted[0]!r} for the API '{name}' (IDW10404)",
-                    key=f"DownstreamApis__{name}__Scopes",
+                    f"{wanted[0][:200]!r} for the API '{name[:100]}' (IDW10404)",
+                    reason="no_scopes",
                 )
-            raise ConfigurationError(
-                f"No scopes found for the API '{name}' besides openid/profile/offline_access",
-                key=f"DownstreamApis__{name}__Scopes",
+            raise DownstreamRequestError(
+                f"No scopes found for the API '{name[:100]}' besides openid/profile/offline_access",
+                reason="no_scopes",
             )
         if tenant is not None:
             resolved = _check_tenant(tenant, "tenant")
@@ -520,6 +589,8 @@ class Downstream:
         if claims is not None and (not isinstance(claims, str) or not claims.strip()):
             raise DownstreamRequestError("claims must be a non-empty JSON claims challenge", reason="bad_claims")
         agent = self._agent
+        obo = flow in ("obo", "agent_obo")
+        caller_exp, caller_oid = self._check_caller() if obo else (None, None)
         return TokenRequest(
             flow=flow,
             scopes=scopes,
@@ -531,7 +602,37 @@ class Downstream:
             user_object_id=agent.user_id if agent is not None and flow == "agent_user" else None,
             claims=claims,
             force_refresh=force_refresh or claims is not None,
+            caller_expires_on=caller_exp,
+            caller_oid=caller_oid,
         )
+
+    def _check_caller(self) -> tuple[float | None, str | None]:
+        """The caller token's ``exp`` and ``oid``; raises when the ``Principal`` given with it was not validated
+        from it. Read once per ``Downstream``, on the way to a token request (a cache hit never decodes)."""
+        caller = self._caller
+        if caller is not None:
+            return caller
+        assert self._token is not None
+        claims = assertion_claims(self._token)
+        principal = self._principal
+        if principal is not None and (
+            claims is None or any(_claim(principal, name) != claims.get(name) for name in _IDENTITY_CLAIMS)
+        ):
+            # OBO tokens are bound to the caller's token (its exp, its user, its tenant): a principal of
+            # another token would put them under the wrong caller.
+            logger.warning("downstream: the principal given was not validated from the caller's token")
+            raise DownstreamRequestError(
+                "the Principal given was not validated from the caller's token; pass the principal that "
+                "validate(token) returned for this token",
+                reason="principal_mismatch",
+            )
+        exp = claims.get("exp") if claims is not None else None
+        oid = claims.get("oid") if claims is not None else None
+        caller = self._caller = (
+            float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None,
+            oid if isinstance(oid, str) else None,
+        )
+        return caller
 
     def _plan(
         self,
@@ -592,6 +693,11 @@ class Downstream:
             if digest is None:
                 digest = self._digest = caller_digest(self._token)
             key += digest
+            hit = self._auth.token_cache.peek(key)
+            principal = self._principal
+            if hit is not None and principal is not None and hit.owner != principal.oid:
+                return None  # another user's principal with this token: the miss path checks and refuses
+            return hit
         return self._auth.token_cache.peek(key)
 
     def _header(self, token: AccessToken | CachedToken) -> str:
@@ -637,7 +743,8 @@ class Downstream:
         ``app=True`` forces an app token; ``tenant`` overrides the tenant; ``claims`` (a JSON claims
         challenge) and ``force_refresh`` bypass the cache. An API name that is not configured works when
         ``scopes`` is given.
-        Raises ``ConfigurationError`` (no scopes, app scope without ``/.default``, meta-tenant) or
+        Raises ``DownstreamRequestError`` (400: unknown API without ``scopes``, no scopes, app scope without
+        ``/.default``, meta-tenant), ``MissingToken`` (401: a delegated API and no caller token) or
         ``TokenAcquisitionError``.
 
         ::
@@ -714,7 +821,8 @@ class Downstream:
             raise DownstreamRequestError("give either json= or content=, not both", reason="bad_body")
         if content is not None and not isinstance(content, bytes | str):
             raise DownstreamRequestError("content must be bytes or str", reason="bad_body")
-        body = content.encode("utf-8") if isinstance(content, str) else content
+        # Every input is turned into bytes here, before a token is asked for: nothing can fail after it.
+        body = _encode_body(json, content)
         query: list[tuple[str, str]] = list(api.extra_query.items())
         if params is not None:
             if not isinstance(params, Mapping):
@@ -722,6 +830,8 @@ class Downstream:
             query.extend(params.items())
         url = build_url(api.base_url, path or api.relative_path, query)
         base_headers = _build_headers(api, headers, has_content=body is not None)
+        if json is not None and not any(k.lower() == "content-type" for k in base_headers):
+            base_headers["Content-Type"] = "application/json"
         req = self._plan(name, api, scopes=scopes, app=app, tenant=tenant, claims=None, force_refresh=False)
 
         def request(token: AccessToken) -> _Call:
@@ -730,7 +840,6 @@ class Downstream:
                 url=url,
                 headers={**base_headers, "Authorization": self._header(token)},
                 content=body,
-                json=json,
                 timeout=api.timeout,
                 max_bytes=api.max_response_bytes,
                 api=name,
@@ -835,22 +944,17 @@ class Downstream:
 
     # -- I/O glue ----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _request_kwargs(call: _Call) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"headers": call.headers, "timeout": call.timeout}
-        if call.json is not None:
-            kwargs["json"] = call.json
-        elif call.content is not None:
-            kwargs["content"] = call.content
-        return kwargs
-
     def _send(self, call: _Call) -> httpx2.Response:
         client = self._auth.http.client
-        request = client.build_request(call.method, call.url, **self._request_kwargs(call))
+        # ``timeout`` bounds the whole call, not each read: a server dripping a byte at a time is cut off.
+        deadline = Deadline(call.timeout)
+        request = client.build_request(
+            call.method, call.url, headers=call.headers, content=call.content, timeout=call.timeout
+        )
         try:
             response = client.send(request, stream=True, follow_redirects=False)
             try:
-                body = _read_capped(response, call)
+                body = _read_body(response, call, deadline)
             finally:
                 response.close()
         except httpx2.TimeoutException:
@@ -860,15 +964,21 @@ class Downstream:
         return _materialise(response, body, call)
 
     async def _asend(self, call: _Call) -> httpx2.Response:
+        import anyio
+
         client = self._auth.http.aclient
-        request = client.build_request(call.method, call.url, **self._request_kwargs(call))
+        deadline = Deadline(call.timeout)
+        request = client.build_request(
+            call.method, call.url, headers=call.headers, content=call.content, timeout=call.timeout
+        )
         try:
-            response = await client.send(request, stream=True, follow_redirects=False)
-            try:
-                body = await _aread_capped(response, call)
-            finally:
-                await response.aclose()
-        except httpx2.TimeoutException:
+            with anyio.fail_after(call.timeout):
+                response = await client.send(request, stream=True, follow_redirects=False)
+                try:
+                    body = await _aread_body(response, call, deadline)
+                finally:
+                    await response.aclose()
+        except (httpx2.TimeoutException, TimeoutError):
             raise _unreachable(call, timeout=True) from None
         except httpx2.HTTPError:
             raise _unreachable(call, timeout=False) from None
@@ -900,29 +1010,44 @@ def _declared_too_large(response: httpx2.Response, call: _Call) -> bool:
     return declared.strip().isdigit() and int(declared.strip()) > call.max_bytes
 
 
-def _read_capped(response: httpx2.Response, call: _Call) -> bytes:
+def _read_body(response: httpx2.Response, call: _Call, deadline: Deadline) -> bytes:
     # Stop reading as soon as the (decoded) body passes the cap: a hostile or broken API cannot make us buffer
     # an unbounded body, compressed or not.
     if _declared_too_large(response, call):
         raise _too_large(call)
-    buf = bytearray()
-    for chunk in response.iter_bytes():
-        buf += chunk
-        if len(buf) > call.max_bytes:
-            raise _too_large(call)
-    return bytes(buf)
+    return read_capped(response, limit=call.max_bytes, deadline=deadline, too_large=lambda: _too_large(call))
 
 
-async def _aread_capped(response: httpx2.Response, call: _Call) -> bytes:
+async def _aread_body(response: httpx2.Response, call: _Call, deadline: Deadline) -> bytes:
     if _declared_too_large(response, call):
         raise _too_large(call)
-    buf = bytearray()
-    async with aclosing(response.aiter_bytes()) as chunks:
-        async for chunk in chunks:
-            buf += chunk
-            if len(buf) > call.max_bytes:
-                raise _too_large(call)
-    return bytes(buf)
+    return await aread_capped(response, limit=call.max_bytes, deadline=deadline, too_large=lambda: _too_large(call))
+
+
+def _encode_body(json: Any, content: bytes | str | None) -> bytes | None:
+    if json is not None:
+        try:
+            # As httpx2 sends json=, but strict: NaN and Infinity are not JSON (RFC 8259 §6).
+            text = _json.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            return text.encode("utf-8")
+        except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
+            reason = "not valid Unicode text" if isinstance(exc, UnicodeEncodeError) else "not JSON-serialisable"
+            raise DownstreamRequestError(
+                f"json= is {reason} ({type(exc).__name__}); NaN and Infinity are not JSON", reason="bad_body"
+            ) from None
+    if isinstance(content, str):
+        try:
+            return content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DownstreamRequestError(
+                "content is not valid Unicode text (a lone surrogate); pass bytes", reason="bad_body"
+            ) from None
+    return content
+
+
+def _claim(principal: Principal, name: str) -> Any:
+    value = principal.get(name)
+    return list(value) if isinstance(value, tuple) else value
 
 
 _DROPPED_WHEN_DECODED: Final = frozenset({"content-encoding", "content-length", "transfer-encoding"})

@@ -1,16 +1,25 @@
 """The one transport seam: every request entra_mw makes (discovery, keys, token endpoint, downstream APIs) goes
 through the pooled httpx2 clients built here. Tests inject FakeEntra's transports; nothing patches the network.
+
+The clients are shared by every caller of the engine, so they keep **no cookies**: a session cookie one user's
+downstream API sets must never travel with another user's call, to another API or to the token endpoint.
+Bodies are read through :func:`read_capped` / :func:`aread_capped`: a size cap and an overall deadline, so a
+server that drips one byte at a time cannot hold a worker for longer than the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import os
 import ssl
 import threading
+import time
+import urllib.request
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -22,9 +31,13 @@ from .errors import ConfigurationError
 __all__ = [
     "DEFAULT_TIMEOUT",
     "USER_AGENT",
+    "Deadline",
+    "DeadlineExceeded",
     "HttpSeam",
     "TrustStoreError",
+    "aread_capped",
     "is_loopback_host",
+    "read_capped",
     "tls_verification_failed",
 ]
 
@@ -71,6 +84,92 @@ def _ssl_context(verify: ssl.SSLContext | str | bool, trust_env: bool) -> ssl.SS
         raise TrustStoreError(f"CA file cannot be loaded: {where} ({type(exc).__name__})") from None
 
 
+class _RefuseAll(http.cookiejar.DefaultCookiePolicy):
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A cookie jar that never stores a cookie and never sends one (the pooled clients are shared by users)."""
+    return http.cookiejar.CookieJar(policy=_RefuseAll())
+
+
+class DeadlineExceeded(httpx2.ReadTimeout):
+    """The overall deadline of one exchange passed while its body was still arriving."""
+
+
+class Deadline:
+    """An overall time budget for one exchange, in real (monotonic) seconds: network I/O runs on real time,
+    whatever clock the engine was given.
+
+    ::
+
+        deadline = Deadline(30.0)
+        response = client.send(request, stream=True)
+        body = read_capped(response, limit=1 << 20, deadline=deadline, too_large=lambda: ValueError("big"))
+    """
+
+    __slots__ = ("_until",)
+
+    def __init__(self, seconds: float) -> None:
+        self._until = time.monotonic() + seconds  # real time on purpose: this bounds network I/O
+
+    def remaining(self) -> float:
+        return self._until - time.monotonic()
+
+    def check(self) -> None:
+        if self.remaining() <= 0:
+            raise DeadlineExceeded("the overall deadline passed while reading the response")
+
+    def clamp(self, request: httpx2.Request) -> None:
+        """Bound every later read of ``request`` by the time left (httpx2 times each read on its own)."""
+        left = max(0.001, self.remaining())
+        timeouts = dict(request.extensions.get("timeout") or {})
+        for phase in ("connect", "read", "write", "pool"):
+            current = timeouts.get(phase)
+            timeouts[phase] = left if current is None else min(float(current), left)
+        request.extensions["timeout"] = timeouts
+
+
+def read_capped(
+    response: httpx2.Response, *, limit: int, deadline: Deadline, too_large: Callable[[], Exception]
+) -> bytes:
+    """The decoded body of a streamed ``response``, at most ``limit`` bytes (else ``too_large()`` is raised),
+    read before ``deadline`` (else :class:`DeadlineExceeded`, an ``httpx2.TimeoutException``)."""
+    deadline.check()
+    deadline.clamp(response.request)
+    buf = bytearray()
+    for chunk in response.iter_bytes():
+        buf += chunk
+        if len(buf) > limit:
+            raise too_large()
+        deadline.check()
+    return bytes(buf)
+
+
+async def aread_capped(
+    response: httpx2.Response, *, limit: int, deadline: Deadline, too_large: Callable[[], Exception]
+) -> bytes:
+    """Async twin of :func:`read_capped`; the deadline also cancels a read that is waiting."""
+    import anyio
+
+    buf = bytearray()
+    deadline.check()
+    try:
+        with anyio.fail_after(max(0.001, deadline.remaining())):
+            async with aclosing(response.aiter_bytes()) as chunks:
+                async for chunk in chunks:
+                    buf += chunk
+                    if len(buf) > limit:
+                        raise too_large()
+    except TimeoutError:
+        raise DeadlineExceeded("the overall deadline passed while reading the response") from None
+    return bytes(buf)
+
+
 class HttpSeam:
     """Lazily built, pooled sync and async httpx2 clients for one engine.
 
@@ -105,6 +204,13 @@ class HttpSeam:
         self._closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
             weakref.WeakKeyDictionary()
         )
+
+    @property
+    def deadline(self) -> float:
+        """Seconds one whole exchange (connect, send, headers, body) may take: the configured timeout, which
+        httpx2 applies to each read on its own."""
+        read = self._timeout.read
+        return float(read) if read is not None else DEFAULT_TIMEOUT.read or 10.0
 
     @property
     def injected(self) -> bool:
@@ -143,6 +249,7 @@ class HttpSeam:
                         trust_env=self._transport is None,
                         verify=self._verify_for(self._transport),
                         headers={"User-Agent": USER_AGENT},
+                        cookies=_no_cookies(),
                     )
         return client
 
@@ -187,6 +294,7 @@ class HttpSeam:
             trust_env=self._async_transport is None,
             verify=self._async_verify,
             headers={"User-Agent": USER_AGENT},
+            cookies=_no_cookies(),
         )
 
     def _close_at_shutdown(

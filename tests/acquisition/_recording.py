@@ -6,10 +6,12 @@ of ``Downstream`` need no token endpoint; the flows themselves are tested end to
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from entra_mw import DownstreamApi, EntraAuth, EntraConfig
+from entra_mw import DownstreamApi, EntraAuth, EntraConfig, Principal
 from entra_mw._acquisition._types import AccessToken, TokenRequest
 from entra_mw.credentials import ClientSecret
 
@@ -18,6 +20,7 @@ OTHER_TENANT = "99999999-8888-7777-6666-555555555555"
 CLIENT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 AGENT = "a9e1a9e1-0000-4000-8000-000000000001"
 USER_OID = "0b0b0b0b-1111-4222-8333-444444444444"
+CALLER_TID = "33333333-4444-4555-8666-777777777777"
 
 
 class RecordingCache:
@@ -57,3 +60,21 @@ def make_auth(
         tenant_id=tenant_id, client_id=CLIENT, credentials=(ClientSecret("s3cr3t"),), downstream_apis=apis
     )
     return EntraAuth(config, transport=transport, async_transport=transport, token_cache=cast("Any", cache))
+
+
+def jwt(claims: dict[str, Any], signature: str = "c2ln") -> str:
+    """An unsigned JWS-shaped token carrying ``claims`` (``Downstream`` reads a caller token's claims; a cache
+    in front of it never verifies a signature)."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.{signature}"
+
+
+def caller_pair(
+    n: int = 1, *, oid: str = USER_OID, tid: str = CALLER_TID, exp: float = 4_000_000_000.0
+) -> tuple[Principal, str]:
+    """Caller number ``n``: a token and the ``Principal`` validated from it."""
+    claims = {"oid": oid, "sub": f"sub-{oid}", "tid": tid, "scp": "access_as_user", "exp": exp, "uti": f"uti-{n}"}
+    return Principal(claims), jwt(claims)

@@ -170,14 +170,39 @@ def test_failed_refresh_serves_the_still_valid_token(
     assert fetch.calls == 3
 
 
-def test_failed_refresh_of_unusable_token_raises(fake_clock: FakeClock) -> None:
-    cache = TokenCache(clock=fake_clock)
-    fetch = Fetcher(fake_clock, lifetime=3600, refresh_in=1800)
-    cache.get_or_fetch(app_request(), fetch)
-    fake_clock.advance(3300)  # inside the margin: no usable token any more
+@pytest.mark.parametrize("refresh_in", [None, 1800])
+def test_inside_the_margin_a_failed_refresh_serves_the_valid_token(
+    fake_clock: FakeClock, refresh_in: float | None
+) -> None:
+    # The margin means "refresh due", not "unusable": while Entra is down the still-valid token is served, to
+    # the caller that tried too; past exp it never is.
+    cache = TokenCache(clock=fake_clock, refresh_margin=300)
+    fetch = Fetcher(fake_clock, lifetime=3600, refresh_in=refresh_in)
+    first = cache.get_or_fetch(app_request(), fetch)
+    fake_clock.advance(3400)  # inside the margin (and past refresh_in)
     fetch.error = entra_down()
+    assert cache.get_or_fetch(app_request(), fetch) is first  # the refreshing caller
+    assert cache.get_or_fetch(app_request(), fetch) is first  # everyone else, without asking Entra
+    assert fetch.calls == 2
+    fake_clock.advance(199)  # 1 s before exp
+    assert cache.get_or_fetch(app_request(), fetch) is first
+    fake_clock.advance(1)  # at exp: never served
     with pytest.raises(TokenAcquisitionError):
         cache.get_or_fetch(app_request(), fetch)
+    assert cache.peek(app_request().l1_key()) is None
+
+
+def test_inside_the_margin_one_caller_refreshes(fake_clock: FakeClock) -> None:
+    cache = TokenCache(clock=fake_clock, refresh_margin=300)
+    fetch = Fetcher(fake_clock, lifetime=3600)
+    first = cache.get_or_fetch(app_request(), fetch)
+    fake_clock.advance(3299)
+    assert cache.peek(app_request().l1_key()) is not None  # fresh: a plain hit
+    fake_clock.advance(2)
+    assert cache.peek(app_request().l1_key()) is None  # due: goes through the flow
+    second = cache.get_or_fetch(app_request(), fetch)
+    assert second is not first and second.token == "secret-token-2"
+    assert (cache.stats.refreshes, fetch.calls) == (1, 2)
 
 
 def test_refresh_bug_is_not_hidden(fake_clock: FakeClock) -> None:

@@ -107,14 +107,18 @@ async def test_middleware_context_does_obo_for_the_caller(
 
 
 @pytest.mark.anyio
-async def test_anonymous_context_is_app_only(setup: tuple[FakeEntra, Scenario, EntraAuth]) -> None:
+async def test_anonymous_context_gets_app_tokens_for_app_apis(setup: tuple[FakeEntra, Scenario, EntraAuth]) -> None:
     fake, scn, _ = setup
     resource = scn.api.identifier_uris[0]
     config = EntraConfig(
         tenant_id=scn.tenant.tenant_id,
         client_id=scn.blueprint.app_id,
         credentials=(ClientSecret(scn.blueprint_secret),),
-        downstream_apis={"weather": DownstreamApi(base_url=f"https://{API_HOST}/", scopes=(f"{resource}/.default",))},
+        downstream_apis={
+            "weather": DownstreamApi(
+                base_url=f"https://{API_HOST}/", scopes=(f"{resource}/.default",), request_app_token=True
+            )
+        },
     )
     transport = RoutingTransport({API_HOST: weather_api(fake)}, fallback=fake.transport, afallback=fake.async_transport)
     anon_auth = EntraAuth(config, transport=transport, async_transport=transport, clock=fake.clock)

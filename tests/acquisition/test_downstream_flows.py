@@ -137,9 +137,9 @@ def test_autonomous_agent(world: World) -> None:
 
 
 def test_autonomous_agent_with_scopes_override(world: World) -> None:
-    # No caller token: the agent acts on its own; scopes= replaces the API's delegated scope with '.default'.
+    # No caller token, app=True: the agent acts on its own; scopes= replaces the API's delegated scope with '.default'.
     agent = world.auth.downstream().for_agent(world.scn.agent.app_id)
-    header = agent.authorization_header("weather", scopes=[f"{world.resource}/.default"])
+    header = agent.authorization_header("weather", scopes=[f"{world.resource}/.default"], app=True)
     claims = world.fake.decode(header.removeprefix("Bearer "))
     assert claims["idtyp"] == "app"
     assert claims["azp"] == world.scn.agent.app_id

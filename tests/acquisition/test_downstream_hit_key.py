@@ -15,7 +15,7 @@ from entra_mw._downstream import Downstream
 from entra_mw.credentials import ClientSecret
 from entra_mw.testing import FakeClock
 
-from ._recording import AGENT, CLIENT, OTHER_TENANT, TENANT, USER_OID
+from ._recording import AGENT, CLIENT, OTHER_TENANT, TENANT, USER_OID, jwt
 
 CALLER_TID = "33333333-4444-4555-8666-777777777777"
 AGENT_USER_ID = "5e5e5e5e-1111-4222-8333-444444444444"
@@ -63,8 +63,17 @@ def auth(cache: MintingCache, fake_clock: FakeClock) -> EntraAuth:
     return EntraAuth(config, token_cache=cache, clock=fake_clock)
 
 
-def caller(oid: str = USER_OID, tid: str = CALLER_TID) -> Principal:
-    return Principal({"oid": oid, "sub": "s", "tid": tid, "scp": "access_as_user"})
+def caller(oid: str = USER_OID, tid: str = CALLER_TID, n: int = 1) -> Principal:
+    return Principal({"oid": oid, "sub": "s", "tid": tid, "scp": "access_as_user", "exp": 4e9, "uti": f"u{n}"})
+
+
+def token(principal: Principal) -> str:
+    return jwt(principal.claims)
+
+
+TOKEN_1 = token(caller())
+TOKEN_2 = token(caller(n=2))
+TOKEN_OTHER_TENANT = token(caller(tid=OTHER_TENANT))
 
 
 def views(auth: EntraAuth, token: str, principal: Principal) -> dict[str, Downstream]:
@@ -81,30 +90,30 @@ def views(auth: EntraAuth, token: str, principal: Principal) -> dict[str, Downst
 
 def test_second_call_hits_for_every_flow(auth: EntraAuth, cache: MintingCache) -> None:
     first = {}
-    for name, view in views(auth, "caller-token-1", caller()).items():
+    for name, view in views(auth, TOKEN_1, caller()).items():
         for api in ("graph", "weather", "pinned"):
             if name in ("app", "agent_app") and api == "graph":
                 continue  # app tokens need a '/.default' scope
-            first[name, api] = view.authorization_header(api)
+            first[name, api] = view.authorization_header(api, app=name in ("app", "agent_app"))
     minted = len(cache.minted)
     assert minted == cache.slow_calls == len(first)
     hits = cache.stats.hits
     # A new Downstream per request, as the middleware builds: the key must not depend on the object.
-    for name, view in views(auth, "caller-token-1", caller()).items():
+    for name, view in views(auth, TOKEN_1, caller()).items():
         for (flow_name, api), header in first.items():
             if flow_name == name:
-                assert view.authorization_header(api) == header
+                assert view.authorization_header(api, app=name in ("app", "agent_app")) == header
     assert len(cache.minted) == minted
     assert cache.slow_calls == minted  # every second call was answered by its key alone
     assert cache.stats.hits == hits + len(first)
     # Same-view repeats (the memoised caller digest) hit as well.
-    view = auth.downstream(caller(), "caller-token-1")
+    view = auth.downstream(caller(), TOKEN_1)
     assert view.authorization_header("graph") == view.authorization_header("graph") == first["obo", "graph"]
     assert cache.slow_calls == minted
 
 
 def test_equivalent_scope_spellings_share_one_entry(auth: EntraAuth, cache: MintingCache) -> None:
-    view = auth.downstream(caller(), "caller-token-1")
+    view = auth.downstream(caller(), TOKEN_1)
     header = view.authorization_header("graph")
     assert view.authorization_header("x", scopes=["mail.read", "user.read"]) == header
     assert view.authorization_header("x", scopes="Mail.Read User.Read offline_access") == header
@@ -114,24 +123,24 @@ def test_equivalent_scope_spellings_share_one_entry(auth: EntraAuth, cache: Mint
 @pytest.mark.parametrize(
     ("token", "principal", "kwargs"),
     [
-        ("caller-token-2", caller(), {}),  # another caller token
-        ("caller-token-1", caller(tid=OTHER_TENANT), {}),  # another tenant
-        ("caller-token-1", caller(), {"scopes": ["User.Read"]}),  # another scope set
-        ("caller-token-1", caller(), {"tenant": OTHER_TENANT}),  # a tenant override
-        ("caller-token-1", caller(), {"app": False, "scopes": ["api://weather/.default"]}),  # OBO, not app
+        (TOKEN_2, caller(n=2), {}),  # another caller token
+        (TOKEN_OTHER_TENANT, caller(tid=OTHER_TENANT), {}),  # another tenant
+        (TOKEN_1, caller(), {"scopes": ["User.Read"]}),  # another scope set
+        (TOKEN_1, caller(), {"tenant": OTHER_TENANT}),  # a tenant override
+        (TOKEN_1, caller(), {"app": False, "scopes": ["api://weather/.default"]}),  # OBO, not app
     ],
 )
 def test_hits_never_cross_callers_tenants_or_scopes(
     auth: EntraAuth, cache: MintingCache, token: str, principal: Principal, kwargs: dict[str, object]
 ) -> None:
-    original = auth.downstream(caller(), "caller-token-1").authorization_header("graph")
+    original = auth.downstream(caller(), TOKEN_1).authorization_header("graph")
     other = auth.downstream(principal, token).authorization_header("graph", **kwargs)  # type: ignore[arg-type]
     assert other != original
     assert len(cache.minted) == 2
 
 
 def test_agents_and_agent_users_never_share(auth: EntraAuth, cache: MintingCache) -> None:
-    user = auth.downstream(caller(), "caller-token-1")
+    user = auth.downstream(caller(), TOKEN_1)
     headers = {
         user.authorization_header("graph"),
         user.for_agent(AGENT).authorization_header("graph"),
@@ -144,7 +153,7 @@ def test_agents_and_agent_users_never_share(auth: EntraAuth, cache: MintingCache
 
 
 def test_claims_and_force_refresh_skip_the_hit(auth: EntraAuth, cache: MintingCache) -> None:
-    view = auth.downstream(caller(), "caller-token-1")
+    view = auth.downstream(caller(), TOKEN_1)
     first = view.authorization_header("graph")
     assert view.authorization_header("graph", force_refresh=True) != first
     refreshed = view.authorization_header("graph")
@@ -155,7 +164,7 @@ def test_claims_and_force_refresh_skip_the_hit(auth: EntraAuth, cache: MintingCa
 
 @pytest.mark.anyio
 async def test_async_twin_hits_the_same_entry(auth: EntraAuth, cache: MintingCache) -> None:
-    view = auth.downstream(caller(), "caller-token-1")
+    view = auth.downstream(caller(), TOKEN_1)
     header = view.authorization_header("graph")
-    assert await auth.downstream(caller(), "caller-token-1").aauthorization_header("graph") == header
+    assert await auth.downstream(caller(), TOKEN_1).aauthorization_header("graph") == header
     assert len(cache.minted) == cache.slow_calls == 1

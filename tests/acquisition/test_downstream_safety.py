@@ -47,7 +47,7 @@ class Api:
 
 
 def engine(api: Api, cache: RecordingCache, **options: object) -> EntraAuth:
-    settings: dict[str, object] = {"base_url": BASE, "scopes": ("api://weather/.default",)}
+    settings: dict[str, object] = {"base_url": BASE, "scopes": ("api://weather/.default",), "request_app_token": True}
     settings.update(options)
     return make_auth({"weather": DownstreamApi(**settings)}, cache, transport=api.transport)  # type: ignore[arg-type]
 
@@ -347,11 +347,13 @@ def test_call_rejects_bad_arguments(kwargs: dict[str, object]) -> None:
     assert api.requests == []
 
 
-def test_call_unknown_api_is_a_configuration_error() -> None:
+def test_call_unknown_api_is_a_400_not_a_configuration_error() -> None:
     api, cache = Api(), RecordingCache()
     auth = engine(api, cache)
-    with pytest.raises(ConfigurationError, match="'nope' is not configured"):
+    with pytest.raises(DownstreamRequestError, match="'nope' is not configured") as info:
         auth.downstream().call("nope", "x")
+    assert info.value.status_code == 400
+    assert not isinstance(info.value, ConfigurationError)
 
 
 def test_api_names_match_case_insensitively() -> None:

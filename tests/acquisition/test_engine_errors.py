@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -71,16 +72,38 @@ def test_invalid_client_secret(fake_entra: FakeEntra, scn: Scenario, make_acquir
     no_secrets_in(err, "not-the-secret")
 
 
-def test_expired_user_assertion(
-    fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario, acquirer: Acquirer
+@pytest.mark.parametrize("flow", ["obo", "agent_obo"])
+def test_expired_user_assertion_is_refused_locally_with_401(
+    fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario, acquirer: Acquirer, flow: str
 ) -> None:
     tc = fake_entra.user_token(scn.user, client=scn.client, resource=scn.blueprint, lifetime=600)
-    fake_clock.advance(3600)
+    fake_clock.advance(600)  # exactly exp, no skew: Entra would answer AADSTS500133
+    before = fake_entra.request_count("token")
+    with pytest.raises(TokenAcquisitionError) as info:
+        acquirer.fetch(req(scn, flow, user_assertion=tc))
+    assert fake_entra.request_count("token") == before
+    assert info.value.status_code == 401
+    assert info.value.www_authenticate is not None
+    assert info.value.www_authenticate.startswith('Bearer error="invalid_token"')
+    no_secrets_in(info.value, tc)
+
+
+def test_aadsts500133_from_entra_is_401_invalid_token(fake_entra: FakeEntra, scn: Scenario, acquirer: Acquirer) -> None:
+    # The caller's token expired between validation and the exchange (Entra's clock is ahead of ours).
+    tc = fake_entra.user_token(scn.user, client=scn.client, resource=scn.blueprint)
+    body = {
+        "error": "invalid_grant",
+        "error_description": "AADSTS500133: Assertion is not within its valid time range.\r\nTrace ID: x",
+        "error_codes": [500133],
+    }
+    fake_entra.faults.set("token", status=400, body=json.dumps(body).encode())
     with pytest.raises(TokenAcquisitionError) as info:
         acquirer.fetch(req(scn, "obo", user_assertion=tc))
-    assert info.value.error == "invalid_grant"
-    assert info.value.http_status == 400
-    no_secrets_in(info.value, tc)
+    assert info.value.error_codes == (500133,)
+    assert info.value.status_code == 401
+    assert info.value.www_authenticate is not None
+    assert 'error="invalid_token"' in info.value.www_authenticate
+    assert fake_entra.request_count("token") == 1
 
 
 def test_obo_assertion_for_another_app(fake_entra: FakeEntra, scn: Scenario, acquirer: Acquirer) -> None:
@@ -129,11 +152,14 @@ def test_http_instance_is_refused(fake_entra: FakeEntra, scn: Scenario, make_acq
 # -- throttling and outages --------------------------------------------------------------------------------
 
 
-def test_429_then_success_honours_retry_after(fake_entra: FakeEntra, scn: Scenario, acquirer: Acquirer) -> None:
+def test_429_then_success_honours_retry_after(
+    fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario, acquirer: Acquirer
+) -> None:
     fake_entra.faults.rate_limit("token", retry_after=1, times=1)
-    started = time.monotonic()
+    started, real = fake_clock.monotonic(), time.monotonic()
     token = acquirer.fetch(req(scn))
-    assert time.monotonic() - started >= 1.0
+    assert fake_clock.monotonic() - started >= 1.0  # waited on the engine's clock ...
+    assert time.monotonic() - real < 1.0  # ... which a test clock advances instead of sleeping
     assert fake_entra.decode(token.token)["aud"] == scn.api.app_id
     assert fake_entra.request_count("token") == 2
 

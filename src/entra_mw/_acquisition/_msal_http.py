@@ -13,7 +13,11 @@ so tests inject FakeEntra's transport and nothing patches the network. Three mor
   MSAL drops the HTTP status of 4xx answers and raises a bare error on 5xx; the engine needs both to map errors
   (spec §5.2) and to honour ``Retry-After``. Success bodies hold tokens and are never kept.
 * **Discovery answers are cached** (``/.well-known/openid-configuration``, 2xx only, bounded, 24 h as MSAL's
-  own HTTP cache does), so building a client per tenant or per agent costs no extra round trip.
+  own HTTP cache does, on the engine's clock), so building a client per tenant or per agent costs no extra
+  round trip.
+* **Every answer is read within an overall deadline** (the seam's timeout for the whole exchange, not per
+  read): an identity provider, or anything posing as one, that drips its answer is cut off, and the token
+  request fails as "unreachable" (503).
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ import httpx2
 import msal
 import requests
 
-from .._clock import Clock
-from .._http import HttpSeam
+from .._clock import Clock, SystemClock
+from .._http import Deadline, HttpSeam, read_capped
 from ..errors import ConfigurationError
 
 __all__ = [
@@ -70,9 +74,9 @@ class HttpStatusFailure(requests.HTTPError):
     """``raise_for_status`` on an error answer (MSAL calls it for HTTP >= 500)."""
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP-date); ``None`` when absent or
-    bad."""
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP-date, compared with ``now``,
+    epoch seconds); ``None`` when absent or bad."""
     if value is None:
         return None
     value = value.strip()
@@ -84,7 +88,7 @@ def parse_retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    delay = when.timestamp() - time.time()
+    delay = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, min(delay, 86_400.0))
 
 
@@ -146,8 +150,16 @@ class MsalHttpClient:
     Everything else must be ``https://`` unless a test transport is injected into the seam.
     """
 
-    def __init__(self, seam: HttpSeam, *, allow_local_http: bool = False, cache_discovery: bool = True) -> None:
+    def __init__(
+        self,
+        seam: HttpSeam,
+        *,
+        allow_local_http: bool = False,
+        cache_discovery: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
         self._seam = seam
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._allow_local_http = allow_local_http
         self._cache_discovery = cache_discovery
         self._local = threading.local()
@@ -212,7 +224,7 @@ class MsalHttpClient:
         )
 
     def _discovery_hit(self, url: str) -> MsalResponse | None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         with self._discovery_lock:
             entry = self._discovery.get(url)
             if entry is None:
@@ -225,7 +237,7 @@ class MsalHttpClient:
 
     def _discovery_store(self, url: str, response: MsalResponse) -> None:
         with self._discovery_lock:
-            self._discovery[url] = (time.monotonic() + _DISCOVERY_TTL, response)
+            self._discovery[url] = (self._clock.monotonic() + _DISCOVERY_TTL, response)
             self._discovery.move_to_end(url)
             while len(self._discovery) > _DISCOVERY_ENTRIES:
                 self._discovery.popitem(last=False)
@@ -252,16 +264,19 @@ class MsalHttpClient:
                 request_kwargs.setdefault("headers", {})["Content-Type"] = "application/x-www-form-urlencoded"
         elif data is not None:
             request_kwargs["data"] = {k: _text(v) for k, v in data.items() if v is not None}
-        if isinstance(timeout, int | float) and timeout > 0:
+        budget = self._seam.deadline
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
             request_kwargs["timeout"] = float(timeout)
+            budget = min(budget, float(timeout))
         host = urlsplit(url).hostname
+        deadline = Deadline(budget)
+
+        def too_large() -> Exception:
+            return TransportFailure(f"{method} {host}: answer larger than {MAX_RESPONSE_BYTES} bytes")
+
         try:
             with self._seam.client.stream(method, url, **request_kwargs) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise TransportFailure(f"{method} {host}: answer larger than {MAX_RESPONSE_BYTES} bytes")
+                body = read_capped(response, limit=MAX_RESPONSE_BYTES, deadline=deadline, too_large=too_large)
                 status = response.status_code
                 out_headers = {k.lower(): v for k, v in response.headers.items()}
                 encoding = response.charset_encoding or "utf-8"
@@ -277,12 +292,12 @@ class MsalHttpClient:
             text = bytes(body).decode(encoding, errors="replace")
         except LookupError:
             text = bytes(body).decode("utf-8", errors="replace")
-        self._local.last = self._exchange(status, out_headers, text)
+        self._local.last = self._exchange(status, out_headers, text, self._clock.time())
         logger.debug("%s %s -> %d", method, host, status)
         return MsalResponse(status, text, out_headers)
 
     @staticmethod
-    def _exchange(status: int, headers: dict[str, str], text: str) -> Exchange:
+    def _exchange(status: int, headers: dict[str, str], text: str, now: float) -> Exchange:
         error_body: Mapping[str, Any] | None = None
         if status >= 400 and len(text) <= _MAX_ERROR_BODY:
             try:
@@ -291,7 +306,8 @@ class MsalHttpClient:
                 parsed = None
             if isinstance(parsed, dict):
                 error_body = parsed
-        return Exchange(status=status, retry_after=parse_retry_after(headers.get("retry-after")), error_body=error_body)
+        retry_after = parse_retry_after(headers.get("retry-after"), now)
+        return Exchange(status=status, retry_after=retry_after, error_body=error_body)
 
 
 class NoThrottleHttpCache(dict[str, Any]):

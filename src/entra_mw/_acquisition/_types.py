@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 __all__ = [
     "OIDC_SCOPES",
     "AccessToken",
     "Flow",
     "TokenRequest",
+    "assertion_claims",
     "caller_digest",
     "l1_prefix",
     "request_key",
@@ -49,6 +52,8 @@ class TokenRequest:
     ``user_assertion`` is the caller's token (OBO flows); it is never in ``repr`` and only its SHA-256 enters
     the key.
     ``tenant`` is the tenant to ask (``None``: the configured tenant, or for OBO the caller's ``tid``).
+    ``caller_expires_on`` (the caller token's ``exp``) and ``caller_oid`` describe the caller of an OBO request;
+    they bound the cached token's life and name its owner, and are not part of the key (the assertion is).
     """
 
     flow: Flow
@@ -61,6 +66,8 @@ class TokenRequest:
     user_object_id: str | None = None
     claims: str | None = None
     force_refresh: bool = False
+    caller_expires_on: float | None = field(default=None, compare=False)
+    caller_oid: str | None = field(default=None, compare=False)
     # The keys, computed once per instance (the instance is frozen, so they cannot change).
     _key: str | None = field(default=None, init=False, repr=False, compare=False)
     _l1: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -119,6 +126,25 @@ class TokenRequest:
             scopes=scope_set(self.scopes),
             claims=self.claims,
         )
+
+
+#: A caller token larger than this is not parsed for its claims (the validator caps inbound tokens lower).
+_MAX_ASSERTION_CHARS: Final = 64 * 1024
+
+
+def assertion_claims(assertion: str) -> dict[str, Any] | None:
+    """The claims of a caller's JWT, read **without** verifying it (its signature was checked by whoever
+    validated it; this only reads its ``exp`` and identity to bound a cached token's life), or ``None`` when it
+    is not a JWS whose payload is a JSON object."""
+    if not isinstance(assertion, str) or len(assertion) > _MAX_ASSERTION_CHARS or assertion.count(".") != 2:
+        return None
+    payload = assertion.split(".")[1]
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = json.loads(raw)
+    except (ValueError, binascii.Error, RecursionError):
+        return None
+    return claims if isinstance(claims, dict) else None
 
 
 def caller_digest(assertion: str) -> bytes:

@@ -9,13 +9,19 @@ MSAL Python never reads its cache for OBO or ``user_fic`` and scans its cache li
   work does not grow with the number of entries, only the CPU cache misses on those objects do.
 * **L2** (optional): a store shared by replicas, normally :class:`~entra_mw._acquisition._redis.RedisStore`.
   Order: L1 → L2 → fetch; a fetched token is put in L1 (waking the callers that wait for it), then in L2.
-* **Lifetime**: an entry is served until ``expires_on - refresh_margin``, as MSAL treats tokens as expired
-  five minutes early (spec §3.8). A token with less than twice the margin left when it enters the cache is
-  served for half of what it has left instead, so that short-lived tokens are still cached.
-* **Proactive refresh**: once Entra's ``refresh_in`` has passed (``AccessToken.refresh_on``), one caller
-  refreshes while every other caller keeps getting the cached token. If the refresh fails with
-  :class:`~entra_mw.errors.TokenAcquisitionError` or :class:`~entra_mw.errors.ProviderUnavailable`, the still
-  usable token keeps being served (one warning per attempt, attempts at most every ``refresh_retry`` seconds).
+* **Lifetime**: an entry is fresh until ``expires_on - refresh_margin``, as MSAL treats tokens as expired
+  five minutes early (spec §3.8), or until Entra's ``refresh_in`` (``AccessToken.refresh_on``) when that is
+  earlier. A token with less than twice the margin left when it enters the cache is fresh for half of what it
+  has left instead, so that short-lived tokens are still cached. It is never served at or past ``expires_on``,
+  nor, for On-Behalf-Of, past the caller token's ``exp`` plus ``caller_skew`` (the OBO token stands for that
+  token: it must not outlive it).
+* **Refresh due**: past its fresh window a still-valid token is due for a refresh: one caller refreshes while
+  every other caller keeps getting the cached token. If the refresh fails with
+  :class:`~entra_mw.errors.TokenAcquisitionError` or :class:`~entra_mw.errors.ProviderUnavailable` (Entra down,
+  throttling, hanging), the still-valid token is served to that caller too (one warning per attempt, attempts
+  at most every ``refresh_retry`` seconds).
+* Tokens obtained with a claims challenge are handed to their caller and not stored: their key names the
+  claims, and no later request asks for those claims without bypassing the cache.
 * **Single flight per key**: concurrent misses on one key cause one L2 read and one fetch; the others wait for
   it (threads on an event, tasks on an anyio event) and share its token or its error. Errors are never cached.
 
@@ -75,8 +81,8 @@ class CacheStats:
     ``l2_hits``: misses answered by L2.
     ``fetches``: calls to the fetch function. ``refreshes``: proactive refreshes started (counted in
     ``fetches`` too when they reach the network rather than finding a fresher token in L2).
-    ``stale_served``: a token past its ``refresh_on`` served while a refresh was under way, cooling down or
-    had failed.
+    ``stale_served``: a token due for a refresh served while a refresh was under way, cooling down or had
+    failed.
     ``errors``: fetches that raised.
     """
 
@@ -91,7 +97,8 @@ class CacheStats:
 
 class CachedToken(float):
     """An L1 entry, as :meth:`TokenCache.peek` returns it: ``token`` and ``token_type`` (those of ``access``,
-    all an ``Authorization`` header needs) and ``access``, the :class:`AccessToken`.
+    all an ``Authorization`` header needs), ``access``, the :class:`AccessToken`, and ``owner``, the ``oid`` of
+    the caller an On-Behalf-Of token stands for (``None`` otherwise).
 
     With many entries, each distinct object a hit reads is a cache miss, so a hit reads as few as it can: the
     entry's float value is the time (epoch seconds) from which a hit no longer serves it (the earlier of
@@ -99,9 +106,10 @@ class CachedToken(float):
     object and the text, not also a float and the ``AccessToken``.
     """
 
-    __slots__ = ("access", "refresh_at", "retry_at", "token", "token_type", "usable_until", "used")
+    __slots__ = ("access", "owner", "refresh_at", "retry_at", "token", "token_type", "usable_until", "used")
 
     access: AccessToken
+    owner: str | None
     token: str
     token_type: str
     usable_until: float
@@ -109,9 +117,12 @@ class CachedToken(float):
     retry_at: float | None
     used: bool
 
-    def __new__(cls, access: AccessToken, usable_until: float, refresh_at: float | None) -> CachedToken:
+    def __new__(
+        cls, access: AccessToken, usable_until: float, refresh_at: float | None, owner: str | None = None
+    ) -> CachedToken:
         self = super().__new__(cls, usable_until if refresh_at is None else min(usable_until, refresh_at))
         self.access = access
+        self.owner = owner
         self.token = access.token
         self.token_type = sys.intern(access.token_type)  # "Bearer": one shared string, not one per entry
         self.usable_until = usable_until
@@ -162,9 +173,11 @@ class TokenCache:
 
     ``clock`` supplies ``time()`` (compared with ``expires_on``/``refresh_on``) and ``monotonic()`` (the retry
     pause after a failed refresh). ``max_entries`` bounds L1 (the least recently used entries leave first,
-    approximately). ``refresh_margin`` is how long before ``expires_on`` a token stops being served. ``l2`` is a
-    shared store, e.g. :class:`~entra_mw._acquisition._redis.RedisStore`. ``refresh_retry`` is the pause, in
-    seconds, between two attempts to refresh a token whose refresh failed.
+    approximately). ``refresh_margin`` is how long before ``expires_on`` a token is due for a refresh (it is
+    still served while the refresh runs or fails, never at or past ``expires_on``). ``l2`` is a shared store,
+    e.g. :class:`~entra_mw._acquisition._redis.RedisStore`. ``refresh_retry`` is the pause, in seconds, between
+    two attempts to refresh a token whose refresh failed. ``caller_skew`` is how long past the caller token's
+    ``exp`` an On-Behalf-Of token may still be served (the validator's clock skew).
     """
 
     def __init__(
@@ -175,6 +188,7 @@ class TokenCache:
         refresh_margin: float = 300.0,
         l2: L2Store | None = None,
         refresh_retry: float = 30.0,
+        caller_skew: float = 300.0,
     ) -> None:
         if not isinstance(max_entries, int) or max_entries < 1:
             raise ConfigurationError("token_cache_size must be a positive integer", key="token_cache_size")
@@ -184,6 +198,7 @@ class TokenCache:
         self._max = max_entries
         self._margin = float(refresh_margin)
         self._retry = float(refresh_retry)
+        self._caller_skew = float(caller_skew)
         self._l2 = l2
         self._lock = threading.Lock()  # guards L1, the flights and the counters; never held across I/O
         self._l1: OrderedDict[bytes, CachedToken] = OrderedDict()
@@ -216,6 +231,7 @@ class TokenCache:
             max_entries=config.token_cache_size,
             refresh_margin=config.token_refresh_margin,
             l2=l2,
+            caller_skew=config.clock_skew,
         )
 
     def __repr__(self) -> str:
@@ -433,7 +449,7 @@ class TokenCache:
                 shared: AccessToken | None = yield (_L2_GET,)
                 if shared is not None:
                     now = self._clock.time()
-                    entry = self._entry(shared, now)
+                    entry = self._entry(shared, now, req)
                     # A refresh only takes a token from L2 that is not itself due (another replica refreshed).
                     if entry is not None and (stale is None or entry.refresh_at is None or now < entry.refresh_at):
                         self._store(key, entry)
@@ -452,7 +468,9 @@ class TokenCache:
                     return self._refresh_failed(req, stale, flight, exc)
                 raise
             now = self._clock.time()
-            entry = self._entry(token, now)
+            # A token obtained with a claims challenge is not stored: nothing reads that key back (the claims
+            # are part of it, and a claims request always bypasses the cache).
+            entry = self._entry(token, now, req) if req.claims is None else None
             if entry is not None:
                 self._store(key, entry)
             self._finish(flight, token)
@@ -492,13 +510,21 @@ class TokenCache:
 
     # -- L1 --------------------------------------------------------------------------------------------------
 
-    def _entry(self, token: AccessToken, now: float) -> CachedToken | None:
+    def _entry(self, token: AccessToken, now: float, req: TokenRequest) -> CachedToken | None:
         left = token.expires_on - now
         if left <= 0:
             return None
-        usable_until = token.expires_on - min(self._margin, left / 2)
-        refresh_at = token.refresh_on if token.refresh_on is not None and token.refresh_on < usable_until else None
-        return CachedToken(token, usable_until, refresh_at)
+        # Served until the token expires (while a refresh is due, runs or fails), never after it; an OBO token no
+        # longer than the caller's own token plus the skew the validator allows it.
+        usable_until = token.expires_on
+        if req.caller_expires_on is not None:
+            usable_until = min(usable_until, req.caller_expires_on + self._caller_skew)
+        if usable_until <= now:
+            return None
+        refresh_at = token.expires_on - min(self._margin, left / 2)
+        if token.refresh_on is not None:
+            refresh_at = min(refresh_at, token.refresh_on)
+        return CachedToken(token, usable_until, refresh_at if refresh_at < usable_until else None, req.caller_oid)
 
     def _store(self, key: bytes, entry: CachedToken) -> None:
         # Eviction is "second chance" (CLOCK), an LRU approximation: a hit only sets ``used`` (no reordering,

@@ -21,25 +21,32 @@ MSAL objects: one blueprint application per tenant and one agent application per
 bounded LRU maps; their token caches hold app tokens only (the caller's cache sits in front and keeps
 OBO/user tokens, which MSAL never reads back, spec §3.8). Retries: 429/5xx/unreachable are retried up to
 ``config.token_request_retries`` times, honouring ``Retry-After`` with jitter, within
-``token_request_max_wait`` seconds in all; MSAL's own throttling replay is off so retries are not multiplied.
+``token_request_max_wait`` seconds in all, sleeping on the engine's clock; MSAL's own throttling replay is off
+so retries are not multiplied. A ``Retry-After`` that outlasts those retries is remembered per request (per app
+for client credentials): inside that window a request fails at once with 503 and the seconds left, without
+asking Entra again. An agent id Entra does not know (its T1 refused) is remembered for ``_REFUSAL_TTL`` seconds.
+
+The caller's token is checked before an On-Behalf-Of exchange: past its ``exp`` (no skew), the exchange is
+refused locally with 401 ``invalid_token``, as Entra would refuse it (AADSTS500133).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import random
+import math
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, get_args
 
-from .._clock import Clock
+from .._clock import Clock, uniform
 from .._config import META_TENANTS, EntraConfig, _is_guid
 from .._http import HttpSeam
 from ..errors import ConfigurationError, TokenAcquisitionError
-from ._types import OIDC_SCOPES, AccessToken, Flow, TokenRequest
+from ._types import OIDC_SCOPES, AccessToken, Flow, TokenRequest, assertion_claims
 
 if TYPE_CHECKING:
     import anyio
@@ -59,6 +66,14 @@ _MAX_AGENT_APPS: Final = 1024
 _MAX_LIMITERS: Final = 8
 _BACKOFF_BASE: Final = 0.25
 _MAX_DESCRIPTION: Final = 400
+#: A token lifetime (``expires_in``) outside this range is not believed: Entra issues 60 to 90 minutes.
+_MIN_LIFETIME: Final = 1.0
+_MAX_LIFETIME: Final = 24 * 3600.0
+#: How long a refused agent id (T1 refused: the agent is unknown or not the blueprint's) is remembered.
+_REFUSAL_TTL: Final = 30.0
+_MAX_REMEMBERED: Final = 4096
+#: AADSTS500133: the user assertion (the caller's token) is not within its valid time range.
+_ASSERTION_EXPIRED: Final = 500133
 
 
 class _Failed(Exception):
@@ -77,6 +92,12 @@ class _Failed(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.bad_credential = bad_credential
+        self.agent_refused = False  # T1 refused for this agent id: remembered briefly
+
+
+def _set_retry_after(error: TokenAcquisitionError, seconds: float) -> None:
+    # The seconds a caller should wait (the 503's Retry-After header); rendered by the error itself.
+    error.retry_after = max(1, math.ceil(seconds))  # type: ignore[attr-defined]
 
 
 def _first_line(text: Any) -> str:
@@ -115,7 +136,14 @@ class Acquirer:
     caller asked to bypass (``force_refresh``, ``claims``).
     """
 
-    def __init__(self, config: EntraConfig, http: HttpSeam, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: EntraConfig,
+        http: HttpSeam,
+        clock: Clock,
+        *,
+        jitter: Callable[[float, float], float] = uniform,
+    ) -> None:
         # msal (and requests, which it imports) load here, not when entra_mw is imported.
         from ._credentials import CredentialChain
         from ._msal_http import MsalHttpClient
@@ -123,7 +151,8 @@ class Acquirer:
         self.config = config
         self._http = http
         self._clock = clock
-        self._msal_http: MsalHttpClient = MsalHttpClient(http)
+        self._jitter = jitter
+        self._msal_http: MsalHttpClient = MsalHttpClient(http, clock=clock)
         self._mi_http: MsalHttpClient | None = None
         self._chain: CredentialChain = CredentialChain(
             config.credentials, send_x5c=config.send_x5c, mi_http=self._managed_identity_http, clock=clock
@@ -133,6 +162,10 @@ class Acquirer:
         self._agents: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
         self._limiters: OrderedDict[Any, anyio.CapacityLimiter] = OrderedDict()
         self._exchange_scope = config.token_exchange_scope
+        # Monotonic time until which Entra asked us to wait (Retry-After), per request key.
+        self._blocked: OrderedDict[tuple[str, ...], float] = OrderedDict()
+        # Agent ids whose T1 Entra refused: (monotonic until, the error to raise again).
+        self._refused_agents: OrderedDict[tuple[str, str, str], tuple[float, TokenAcquisitionError]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"Acquirer(client_id={self.config.client_id!r}, instance={self.config.instance!r})"
@@ -142,6 +175,9 @@ class Acquirer:
     def fetch(self, req: TokenRequest) -> AccessToken:
         """Get a token for ``req`` from Entra (or from MSAL's app-token cache for client credentials)."""
         self._validate(req)
+        self._check_caller(req)
+        block = self._block_key(req)
+        self._fail_fast(req, block)
         retries = max(0, int(self.config.token_request_retries))
         budget = max(0.0, float(self.config.token_request_max_wait))
         attempt = 0
@@ -169,7 +205,7 @@ class Acquirer:
                             retries,
                             failed.error.http_status,
                         )
-                        time.sleep(delay)
+                        self._clock.sleep(delay)
                         waited += delay
                         attempt += 1
                         continue
@@ -186,6 +222,7 @@ class Acquirer:
                     err.correlation_id,
                     err.http_status,
                 )
+                self._remember(req, block, failed)
                 raise err from None
 
     async def afetch(self, req: TokenRequest) -> AccessToken:
@@ -194,6 +231,84 @@ class Acquirer:
         import anyio.to_thread
 
         return await anyio.to_thread.run_sync(self.fetch, req, limiter=self._limiter())
+
+    # -- what is remembered between requests ---------------------------------------------------------------
+
+    @staticmethod
+    def _block_key(req: TokenRequest) -> tuple[str, ...]:
+        if req.flow in _APP_FLOWS:
+            # Client credentials are throttled per app (the blueprint, or the agent), whatever the scopes.
+            return (req.flow, req.tenant.lower(), req.client_id.lower(), (req.agent_id or "").lower())
+        return ("request", req.cache_key())
+
+    def _fail_fast(self, req: TokenRequest, block: tuple[str, ...]) -> None:
+        now = self._clock.monotonic()
+        with self._lock:
+            until = self._blocked.get(block)
+            if until is not None and now >= until:
+                del self._blocked[block]
+                until = None
+            refused = None
+            if req.agent_id is not None:
+                agent_key = (req.tenant.lower(), req.client_id.lower(), req.agent_id.lower())
+                remembered = self._refused_agents.get(agent_key)
+                if remembered is not None and now >= remembered[0]:
+                    del self._refused_agents[agent_key]
+                elif remembered is not None:
+                    refused = remembered[1]
+        if refused is not None:
+            logger.debug(
+                "token request flow=%s agent=%s: agent refused recently; not asked again", req.flow, req.agent_id
+            )
+            raise copy.copy(refused)
+        if until is not None:
+            left = until - now
+            logger.debug("token request flow=%s tenant=%s: Retry-After window, %.1f s left", req.flow, req.tenant, left)
+            error = TokenAcquisitionError(
+                f"Entra asked to wait before the next token request (Retry-After); {math.ceil(left)} s left",
+                error="temporarily_unavailable",
+                http_status=429,
+                status_code=503,
+            )
+            _set_retry_after(error, left)
+            raise error
+
+    def _remember(self, req: TokenRequest, block: tuple[str, ...], failed: _Failed) -> None:
+        now = self._clock.monotonic()
+        if failed.retry_after is not None and failed.retry_after > 0:
+            _set_retry_after(failed.error, failed.retry_after)
+            with self._lock:
+                self._blocked[block] = now + failed.retry_after
+                self._blocked.move_to_end(block)
+                while len(self._blocked) > _MAX_REMEMBERED:
+                    self._blocked.popitem(last=False)
+        if failed.agent_refused and req.agent_id is not None:
+            agent_key = (req.tenant.lower(), req.client_id.lower(), req.agent_id.lower())
+            with self._lock:
+                self._refused_agents[agent_key] = (now + _REFUSAL_TTL, failed.error)
+                self._refused_agents.move_to_end(agent_key)
+                while len(self._refused_agents) > _MAX_REMEMBERED:
+                    self._refused_agents.popitem(last=False)
+
+    def _check_caller(self, req: TokenRequest) -> None:
+        """Refuse an On-Behalf-Of exchange for a caller token already past its ``exp`` (no skew): Entra would
+        answer AADSTS500133, and the caller must come back with a fresh token."""
+        if req.flow not in ("obo", "agent_obo") or req.user_assertion is None:
+            return
+        expires = req.caller_expires_on
+        if expires is None:
+            claims = assertion_claims(req.user_assertion)
+            exp = claims.get("exp") if claims is not None else None
+            expires = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+        if expires is not None and self._clock.time() >= expires:
+            logger.info("token request flow=%s refused locally: the caller's token has expired", req.flow)
+            raise TokenAcquisitionError(
+                "The caller's token has expired; sign in again or send a fresh token",
+                error="invalid_grant",
+                error_codes=(_ASSERTION_EXPIRED,),
+                http_status=None,
+                status_code=401,
+            )
 
     def close(self) -> None:
         """Drop the MSAL applications and their caches (the HTTP pool belongs to the engine)."""
@@ -307,7 +422,8 @@ class Acquirer:
         except msal.exceptions.MsalServiceError:
             # MSAL raises this for HTTP >= 500 (oauth2cli/oauth2.py ``raise_for_status``).
             raise self._http_failure(req.flow) from None
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
+            # OverflowError: MSAL turns an ``expires_in`` of 1e400 (infinity) into an int.
             raise self._value_failure(req.flow, exc) from None
         except RecursionError:
             # MSAL parses every answer with json.loads, which raises this (not ValueError) for deeply nested JSON.
@@ -371,7 +487,13 @@ class Acquirer:
         """Leg T1 (spec §3.2): the blueprint's exchange token for one agent (cached by MSAL per fmi_path)."""
         app, cred = self._blueprint(tenant, client_id)
         result = app.acquire_token_for_client([self._exchange_scope], fmi_path=agent_id)
-        return self._token_or_fail(result, leg="T1", cred=cred)
+        try:
+            return self._token_or_fail(result, leg="T1", cred=cred)
+        except _Failed as failed:
+            status = failed.error.http_status
+            # Entra refused T1 for this agent id itself (unknown, or not this blueprint's agent).
+            failed.agent_refused = not failed.retryable and failed.bad_credential is None and status == 400
+            raise
 
     def _token_or_fail(self, result: Any, *, leg: str, cred: LoadedCredential | None) -> str:
         token = result.get("access_token") if isinstance(result, dict) else None
@@ -389,7 +511,9 @@ class Acquirer:
 
         with self._lock:
             if self._mi_http is None:
-                self._mi_http = MsalHttpClient(self._http, allow_local_http=True, cache_discovery=False)
+                self._mi_http = MsalHttpClient(
+                    self._http, allow_local_http=True, cache_discovery=False, clock=self._clock
+                )
             return self._mi_http
 
     def _new_app(self, client_id: str, tenant: str, credential: str | Mapping[str, Any]) -> Any:
@@ -482,17 +606,21 @@ class Acquirer:
         token = result.get("access_token")
         expires_in = result.get("expires_in")
         try:
-            lifetime = float(expires_in) if expires_in is not None else None
-        except (TypeError, ValueError):
+            lifetime = float(expires_in) if expires_in is not None and not isinstance(expires_in, bool) else None
+        except (TypeError, ValueError, OverflowError):
             lifetime = None
-        if not isinstance(token, str) or not token or lifetime is None or lifetime <= 0:
+        # "NaN", 1e400 and absurd lifetimes are refused: a token is cached for its lifetime (item: finite, 1 s-24 h).
+        if lifetime is not None and not (math.isfinite(lifetime) and _MIN_LIFETIME <= lifetime <= _MAX_LIFETIME):
+            lifetime = None
+        if not isinstance(token, str) or not token or lifetime is None:
             raise self._malformed(leg)
         now = self._clock.time()
         refresh_on: float | None = None
         raw_refresh = result.get("refresh_on")
-        if isinstance(raw_refresh, int | float) and not isinstance(raw_refresh, bool):
-            # MSAL turns ``refresh_in`` into wall-clock ``refresh_on``; carry it over to the engine's clock.
-            refresh_on = now + max(0.0, float(raw_refresh) - time.time())
+        if isinstance(raw_refresh, int | float) and not isinstance(raw_refresh, bool) and math.isfinite(raw_refresh):
+            # MSAL turns ``refresh_in`` into wall-clock ``refresh_on`` (it reads time.time(), not our clock);
+            # carry it over to the engine's clock.
+            refresh_on = now + min(lifetime, max(0.0, float(raw_refresh) - time.time()))
         token_type = result.get("token_type")
         token_type = "Bearer" if not isinstance(token_type, str) or token_type.lower() == "bearer" else token_type
         source = result.get("token_source", "identity_provider")
@@ -524,6 +652,9 @@ class Acquirer:
         error = _opt_str(result.get("error"))
         codes = _int_codes(result.get("error_codes"))
         description = _first_line(result.get("error_description")) or (error or "token request refused")
+        # AADSTS500133: the caller's token expired between validation and the exchange. The caller must come
+        # back with a fresh token: 401 invalid_token, not a gateway error.
+        expired_assertion = _ASSERTION_EXPIRED in codes
         failure = TokenAcquisitionError(
             f"{leg}: {description}",
             error=error,
@@ -533,6 +664,7 @@ class Acquirer:
             trace_id=_opt_str(result.get("trace_id")),
             claims=_opt_str(result.get("claims")),
             http_status=status,
+            status_code=401 if expired_assertion else None,
         )
         retryable = status == 429 or status >= 500 or error == "temporarily_unavailable"
         bad = cred if cred is not None and is_invalid_credential_error(error, codes) else None
@@ -557,7 +689,7 @@ class Acquirer:
             retry_after=exchange.retry_after if exchange is not None else None,
         )
 
-    def _value_failure(self, leg: str, exc: ValueError) -> _Failed:
+    def _value_failure(self, leg: str, exc: ValueError | OverflowError) -> _Failed:
         exchange = self._msal_http.last_exchange()
         if exchange is None:
             # No answer was read: MSAL refused its input. That is a configuration problem, not an outage.
@@ -586,10 +718,9 @@ class Acquirer:
             retryable=True,
         )
 
-    @staticmethod
-    def _delay(attempt: int, retry_after: float | None) -> float:
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             # Retry-After is a floor (RFC 9110 §10.2.3); jitter spreads replicas that were throttled together.
-            return retry_after + random.uniform(0.0, min(1.0, 0.1 * max(retry_after, 1.0)))  # noqa: S311
+            return retry_after + self._jitter(0.0, min(1.0, 0.1 * max(retry_after, 1.0)))
         base = _BACKOFF_BASE * (2**attempt)
-        return random.uniform(base / 2, base)  # noqa: S311
+        return self._jitter(base / 2, base)

@@ -8,7 +8,8 @@ __all__ = ["FakeClock"]
 
 
 class FakeClock:
-    """A thread-safe clock satisfying :class:`entra_mw._clock.Clock` that advances only on :meth:`advance`.
+    """A thread-safe clock satisfying :class:`entra_mw._clock.Clock` that advances only on :meth:`advance` (and
+    :meth:`sleep`, which advances instead of waiting).
 
     ``time()`` starts at ``start`` (epoch seconds, 2027-01-15 by default, so tokens minted with it are
     obviously not "now"); ``monotonic()`` starts at 0 and moves by the same amounts.
@@ -35,6 +36,19 @@ class FakeClock:
     def monotonic(self) -> float:
         with self._lock:
             return self._monotonic
+
+    def sleep(self, seconds: float) -> None:
+        """Return at once, with both clocks moved forward by ``seconds`` (retry back-off costs no real time)."""
+        if seconds > 0:
+            self.advance(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        """Async twin of :meth:`sleep`; yields to the event loop once, as a real sleep would."""
+        import anyio.lowlevel
+
+        if seconds > 0:
+            self.advance(seconds)
+        await anyio.lowlevel.checkpoint()
 
     def advance(self, seconds: float) -> None:
         """Move both clocks forward by ``seconds`` (never backwards: monotonic time must not decrease)."""
