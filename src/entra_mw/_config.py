@@ -35,6 +35,15 @@ _DOMAIN = DOMAIN
 _is_guid = is_guid
 
 
+def _without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if sep and "@" in authority:
+        return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
+    return url
+
+
 def _frozen_map(value: Mapping[str, Any] | None, key: str) -> Mapping[str, Any]:
     if value is None:
         return MappingProxyType({})
@@ -71,6 +80,8 @@ class DownstreamApi:
     ``relative_path``/``http_method``: defaults for :meth:`Downstream.call`.
     ``extra_headers``/``extra_query``: added to every call (reserved headers such as ``Authorization`` refused).
     ``tenant``: a tenant override for token requests. ``max_response_bytes``: responses larger than this fail.
+    ``timeout``: seconds the whole call may take (connect, send, headers and body).
+    ``repr`` masks the values of ``extra_headers`` and ``extra_query`` (subscription and function keys).
     """
 
     base_url: str
@@ -92,7 +103,8 @@ class DownstreamApi:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ConfigurationError(
-                f"DownstreamApi.base_url must be an absolute http(s) URL, got {self.base_url!r}", key="BaseUrl"
+                f"DownstreamApi.base_url must be an absolute http(s) URL, got {_without_userinfo(self.base_url)!r}",
+                key="BaseUrl",
             )
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ConfigurationError(
@@ -109,6 +121,16 @@ class DownstreamApi:
         object.__setattr__(self, "extra_query", _frozen_map(self.extra_query, "ExtraQueryParameters"))
         if self.max_response_bytes <= 0:
             raise ConfigurationError("max_response_bytes must be positive", key="max_response_bytes")
+
+    def __repr__(self) -> str:
+        # Header and query values are often keys (Ocp-Apim-Subscription-Key, ?code=): names only.
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("extra_headers", "extra_query"):
+                value = {name: "***" for name in value}
+            parts.append(f"{f.name}={value!r}")
+        return f"DownstreamApi({', '.join(parts)})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,7 +226,9 @@ class EntraConfig:
         instance = self.instance.strip()
         parts = urlsplit(instance)
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
-            raise ConfigurationError(f"instance must be an https:// URL, got {self.instance!r}", key="instance")
+            raise ConfigurationError(
+                f"instance must be an https:// URL, got {_without_userinfo(self.instance)!r}", key="instance"
+            )
         if not instance.endswith("/"):
             instance += "/"
         object.__setattr__(self, "instance", instance)

@@ -23,6 +23,7 @@ import datetime
 import inspect
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,13 +95,23 @@ class CertificateMaterial:
     sha256_thumbprint: str
 
 
-def _read_bytes(path: str, what: str) -> bytes:
+def _read_bytes(path: str, what: str, limit: int = _MAX_CERT_FILE_BYTES) -> bytes:
+    """The file's bytes, at most ``limit``. Only a regular file is read: a FIFO, a device or a socket at a
+    credential path could feed bytes forever (its size reads as 0), so it is refused before any read, and the
+    read itself stops at ``limit + 1`` bytes whatever the file claims."""
     try:
-        size = os.path.getsize(path)
-        if size > _MAX_CERT_FILE_BYTES:
-            raise ConfigurationError(f"{what} {path!r} is larger than {_MAX_CERT_FILE_BYTES} bytes", key=what)
-        with open(path, "rb") as handle:
-            return handle.read()
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise ConfigurationError(f"{what} {path!r} is a directory", key=what)
+            if not stat.S_ISREG(mode):
+                raise ConfigurationError(f"{what} {path!r} is not a regular file", key=what)
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise ConfigurationError(f"{what} {path!r} is larger than {limit} bytes", key=what)
+        return data
     except FileNotFoundError:
         raise ConfigurationError(f"{what} {path!r} does not exist", key=what) from None
     except IsADirectoryError:
@@ -253,7 +264,7 @@ class FileAssertion:
         with self._lock:
             if self._stamp == stamp and self._value is not None:
                 return self._value
-        raw = _read_bytes(self.path, what)
+        raw = _read_bytes(self.path, what, _MAX_ASSERTION_BYTES + 1024)  # room for surrounding whitespace
         value = _clean_assertion(raw, what)
         with self._lock:
             self._stamp, self._value = stamp, value

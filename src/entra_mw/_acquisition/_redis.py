@@ -5,6 +5,11 @@ Values are the JSON of an :class:`AccessToken`; with an encryption key they are 
 derived from the configured secret with HKDF/SHA-256 and the Redis key bound in as associated data, so a value
 copied under another key does not open. A value that does not parse or open is a miss, and is deleted.
 
+Without an encryption key, values are plain JSON: a warning says so once, when the store is built. Whatever
+is read back is checked as if a stranger had written it (anyone who can write to Redis can): only a ``Bearer``
+token with header-safe text is accepted, and its life is capped at 24 h from the moment it is read, so a
+planted entry cannot be served for ever.
+
 Redis is an optimisation, never a dependency: any Redis failure (refused, timed out, a server error) is a miss
 or a skipped write. The first failure logs one warning, then Redis is left alone for ``retry_interval``
 seconds so an outage costs at most one short timeout per interval, not one per request; recovery is logged
@@ -41,6 +46,10 @@ _NONCE_BYTES: Final = 12  # 96-bit nonce, the size GCM is specified for (NIST SP
 _HKDF_SALT: Final = b"entra_mw token cache"
 _HKDF_INFO: Final = b"entra_mw L2 AES-256-GCM v1"
 _MAX_VALUE_BYTES: Final = 64 * 1024  # a token entry is a few KiB; anything bigger is not ours
+#: No entry is believed to live longer than this from the moment it is read (Entra issues 60-90 minutes).
+MAX_ENTRY_LIFETIME: Final = 24 * 3600.0
+#: The token types the engine writes (it refuses any other from Entra).
+_TOKEN_TYPES: Final = frozenset({"Bearer"})
 
 
 class RedisStore:
@@ -76,6 +85,12 @@ class RedisStore:
         self._where = f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.scheme != "unix" else "unix"
         self._prefix = prefix
         self._aead: AESGCM | None = _aead(encryption_key) if encryption_key else None
+        if self._aead is None:
+            logger.warning(
+                "token cache: Redis at %s without cache_encryption_key: tokens are stored in plaintext, readable "
+                "by anyone who can read Redis; set cache_encryption_key",
+                self._where,
+            )
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._timeout = socket_timeout
         self._retry_interval = retry_interval
@@ -294,20 +309,24 @@ class RedisStore:
             data = json.loads(raw)
         except (ValueError, RecursionError):
             return None
-        return _token_from(data)
+        return _token_from(data, self._clock.time())
 
 
-def _token_from(data: object) -> AccessToken | None:
+def _token_from(data: object, now: float) -> AccessToken | None:
     if not isinstance(data, dict):
         return None
     token, expires_on, refresh_on = data.get("token"), data.get("expires_on"), data.get("refresh_on")
     token_type, scopes, tenant = data.get("token_type"), data.get("scopes"), data.get("tenant")
-    if not isinstance(token, str) or not token or not isinstance(token_type, str):
+    if not isinstance(token, str) or not token or not _header_safe(token) or token_type not in _TOKEN_TYPES:
         return None
     if not isinstance(expires_on, int | float) or not _is_time(expires_on):
         return None
     if refresh_on is not None and not (isinstance(refresh_on, int | float) and _is_time(refresh_on)):
         return None
+    # Whoever wrote it, an entry is served at most MAX_ENTRY_LIFETIME from now.
+    expires_on = min(float(expires_on), now + MAX_ENTRY_LIFETIME)
+    if refresh_on is not None:
+        refresh_on = min(float(refresh_on), expires_on)
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         return None
     if tenant is not None and not isinstance(tenant, str):
@@ -320,6 +339,11 @@ def _token_from(data: object) -> AccessToken | None:
         scopes=tuple(scopes),
         tenant=tenant,
     )
+
+
+def _header_safe(token: str) -> bool:
+    # It goes into an Authorization header: printable ASCII, no spaces (RFC 6750 b64token is narrower still).
+    return token.isascii() and token.isprintable() and " " not in token
 
 
 def _is_time(value: object) -> bool:

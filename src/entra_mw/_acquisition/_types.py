@@ -187,8 +187,10 @@ def request_key(
     ``digest`` is :func:`caller_digest` of the caller's token in hex (``""`` without one) and ``scopes`` is
     :func:`scope_set` of the scopes.
     """
-    username_part = "" if username is None else "u:" + username.lower()
-    object_id_part = "" if user_object_id is None else "o:" + user_object_id.lower()
+    # ASCII case folding only: str.lower() on non-ASCII text folds look-alikes together (the KELVIN SIGN
+    # U+212A lowercases to 'k'), which would let two users share an entry. Non-ASCII text is kept as it is.
+    username_part = "" if username is None else "u:" + _ascii_lower(username)
+    object_id_part = "" if user_object_id is None else "o:" + _ascii_lower(user_object_id)
     claims_digest = hashlib.sha256(claims.encode()).hexdigest() if claims else ""
     agent = "" if agent_id is None else agent_id.lower()
     # Every user-bearing field has a part of its own: a request naming both a caller and a user must never
@@ -210,6 +212,10 @@ def request_key(
     # A part carries the separator itself (only hostile or broken input does): fall back to JSON, which is
     # unambiguous and cannot be confused with the fast form (it starts with "[", not "v2").
     return json.dumps(parts, separators=(",", ":"))
+
+
+def _ascii_lower(text: str) -> str:
+    return text.lower() if text.isascii() else text
 
 
 # ASCII "unit separator": never part of a GUID, a domain, a UPN, a scope (RFC 6749 §3.3) or a hex digest.

@@ -388,6 +388,8 @@ class Acquirer:
                 raise ConfigurationError(
                     "an agent user needs a username (UPN) or a user_object_id", key="username/user_object_id"
                 )
+            if req.username and not (req.username.isascii() and req.username.isprintable() and " " not in req.username):
+                raise ConfigurationError("username must be an ASCII user principal name", key="username")
             if req.user_object_id and not _is_guid(req.user_object_id):
                 raise ConfigurationError(
                     f"user_object_id must be a GUID, got {req.user_object_id!r}", key="user_object_id"
@@ -614,6 +616,8 @@ class Acquirer:
             lifetime = None
         if not isinstance(token, str) or not token or lifetime is None:
             raise self._malformed(leg)
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            raise self._malformed(leg)  # it goes into an Authorization header
         now = self._clock.time()
         refresh_on: float | None = None
         raw_refresh = result.get("refresh_on")
@@ -621,8 +625,11 @@ class Acquirer:
             # MSAL turns ``refresh_in`` into wall-clock ``refresh_on`` (it reads time.time(), not our clock);
             # carry it over to the engine's clock.
             refresh_on = now + min(lifetime, max(0.0, float(raw_refresh) - time.time()))
-        token_type = result.get("token_type")
-        token_type = "Bearer" if not isinstance(token_type, str) or token_type.lower() == "bearer" else token_type
+        token_type = result.get("token_type", "Bearer")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            # The flows here all give Bearer tokens; anything else would be sent under a scheme nobody asked for.
+            raise self._malformed(leg)
+        token_type = "Bearer"
         source = result.get("token_source", "identity_provider")
         log = logger.info if source == "identity_provider" else logger.debug
         log(
