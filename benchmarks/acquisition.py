@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import dataclasses
 import datetime
 import gc
@@ -160,6 +161,20 @@ def _distinct(base: str, i: int) -> str:
     return f"{base[:-9]}.{i:08d}"
 
 
+def _oid(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
+def _token_for(token: str, claims: dict[str, Any]) -> str:
+    """``token`` with its payload replaced by ``claims`` (same header and signature): a caller token whose
+    principal is ``Principal(claims)``, as ``Downstream`` requires. With an ``oid`` of the same length, it has
+    the length of ``token``."""
+    head, _, rest = token.partition(".")
+    signature = rest.partition(".")[2]
+    payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=").decode()
+    return f"{head}.{payload}.{signature}"
+
+
 # -- 1: our cache hit through Downstream -----------------------------------------------------------------
 
 
@@ -197,8 +212,11 @@ class OurPopulation:
         picked_set = set(picked)
         assertion_of: dict[int, str] = {0: world.caller_token}
         header_of: dict[int, str] = {0: alice_header}
+        alice_claims = alice.claims
+        oid_of: dict[int, str] = {0: alice["oid"]}
         for i in range(1, users):
-            assertion = _distinct(world.caller_token, i)
+            # Each synthetic caller has a token of its own whose claims are its principal's (Downstream checks).
+            assertion = _token_for(world.caller_token, {**alice_claims, "oid": _oid(i)})
             access = AccessToken(token=_distinct(token_base, i), expires_on=expires, scopes=scopes, tenant=tenant)
             req = TokenRequest(
                 flow="obo",
@@ -206,7 +224,11 @@ class OurPopulation:
                 client_id=world.config.client_id,
                 tenant=tenant,
                 user_assertion=assertion,
+                caller_expires_on=float(alice_claims["exp"]),
+                caller_oid=_oid(i),
             )
+            if i in picked_set:
+                oid_of[i] = req.caller_oid  # type: ignore[assignment]
             cache.get_or_fetch(req, _returning(access))
             if i in picked_set:
                 assertion_of[i] = assertion
@@ -216,8 +238,9 @@ class OurPopulation:
         for i in picked:
             # Each request has its own principal (claims decoded from its own token) and carries its own copy of
             # its caller's token, as requests off the network do: only the cache entries differ between sizes.
-            oid = alice["oid"] if i == 0 else f"00000000-0000-4000-8000-{i:012d}"
-            principals.append(Principal({**alice.claims, "oid": oid, "tid": _copy(tenant)}))
+            # The principal's oid is the object the entry holds as its owner, as when the validator's cached
+            # principal made the entry (the token request of a miss stores its principal's oid).
+            principals.append(Principal({**alice_claims, "oid": oid_of[i], "tid": _copy(tenant)}))
             tokens.append(_copy(assertion_of[i]))
             expected.append(header_of[i])
             req = TokenRequest(

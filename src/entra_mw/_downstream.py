@@ -416,6 +416,7 @@ class Downstream:
     """
 
     __slots__ = ("_agent", "_auth", "_caller", "_digest", "_principal", "_token")
+    _caller: tuple[float | None, str | None]
 
     def __init__(
         self,
@@ -430,7 +431,7 @@ class Downstream:
         self._token = token or None
         self._agent = _agent
         self._digest: bytes | None = None  # SHA-256 of the caller's token, once a cache key has needed it
-        self._caller: tuple[float | None, str | None] | None = None  # (exp, oid) of the caller's token, checked
+        # self._caller, set on the way to a token request: (exp, oid) of the caller's token, once checked.
 
     def __repr__(self) -> str:
         agent = f", agent_id={self._agent.agent_id!r}" if self._agent else ""
@@ -609,9 +610,10 @@ class Downstream:
     def _check_caller(self) -> tuple[float | None, str | None]:
         """The caller token's ``exp`` and ``oid``; raises when the ``Principal`` given with it was not validated
         from it. Read once per ``Downstream``, on the way to a token request (a cache hit never decodes)."""
-        caller = self._caller
-        if caller is not None:
-            return caller
+        try:
+            return self._caller
+        except AttributeError:  # first time: not set in __init__, which a cache hit pays for
+            pass
         assert self._token is not None
         claims = assertion_claims(self._token)
         principal = self._principal
@@ -627,7 +629,7 @@ class Downstream:
                 reason="principal_mismatch",
             )
         exp = claims.get("exp") if claims is not None else None
-        oid = claims.get("oid") if claims is not None else None
+        oid = principal.oid if principal is not None else claims.get("oid") if claims is not None else None
         caller = self._caller = (
             float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None,
             oid if isinstance(oid, str) else None,
@@ -660,8 +662,8 @@ class Downstream:
         memo: tuple[object, ...] | None = None
         plans = self._auth._downstream_plans
         plan: _HitPlan | None = None
+        principal = self._principal
         if scopes is None and tenant is None and isinstance(name, str) and isinstance(app, bool):
-            principal = self._principal
             memo = (name, app, self._token is None, self._agent, None if principal is None else principal.tid)
             plan = plans.get(memo)
         if plan is None:
@@ -694,9 +696,12 @@ class Downstream:
                 digest = self._digest = caller_digest(self._token)
             key += digest
             hit = self._auth.token_cache.peek(key)
-            principal = self._principal
-            if hit is not None and principal is not None and hit.owner != principal.oid:
-                return None  # another user's principal with this token: the miss path checks and refuses
+            if hit is not None and principal is not None:
+                # The owner is the very oid object of the principal that stored the entry (the validator hands
+                # out one Principal per token while it is cached), so this is mostly a pointer comparison.
+                oid = principal.oid
+                if hit.owner is not oid and hit.owner != oid:
+                    return None  # another user's principal with this token: the miss path checks and refuses
             return hit
         return self._auth.token_cache.peek(key)
 
@@ -704,7 +709,9 @@ class Downstream:
         if self._token is not None and token.token == self._token:
             # Defence in depth: the caller's own token must never travel downstream (DESIGN §5).
             raise DownstreamRequestError("refusing to forward the caller's token", reason="token_passthrough")
-        scheme = "Bearer" if token.token_type.lower() == "bearer" else token.token_type
+        scheme = token.token_type
+        if scheme != "Bearer" and scheme.lower() == "bearer":
+            scheme = "Bearer"
         return f"{scheme} {token.token}"
 
     def _fetch(self, req: TokenRequest) -> AccessToken:
@@ -829,7 +836,7 @@ class Downstream:
                 raise DownstreamRequestError("params must be a mapping of names to values", reason="bad_query")
             query.extend(params.items())
         url = build_url(api.base_url, path or api.relative_path, query)
-        base_headers = _build_headers(api, headers, has_content=body is not None)
+        base_headers = _build_headers(api, headers, has_content=content is not None)
         if json is not None and not any(k.lower() == "content-type" for k in base_headers):
             base_headers["Content-Type"] = "application/json"
         req = self._plan(name, api, scopes=scopes, app=app, tenant=tenant, claims=None, force_refresh=False)
