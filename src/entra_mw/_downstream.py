@@ -2,7 +2,8 @@
 
 Flow selection follows the sidecar (spec §1.4): an app token when asked for (``app=True`` or the API's
 ``request_app_token``); On-Behalf-Of the caller otherwise. Without a caller token, a delegated API is refused
-with 401 (:class:`~entra_mw.errors.MissingToken`), as Microsoft.Identity.Web refuses it: an app token is never
+with 401 (:class:`~entra_mw.errors.DownstreamRequestError`, ``reason="no_caller"``), as Microsoft.Identity.Web
+refuses it: an app token is never
 used in a user's place unless the API or the call asks for one.
 :meth:`Downstream.for_agent` gives the same interface acting as an agent identity: autonomous (T1 then the
 agent's client credentials, spec §3.3), agent OBO (T1 then OBO as the agent, §3.4), or agent user (T1,
@@ -26,7 +27,8 @@ Errors::
     DownstreamRequestError (EntraError, ValueError)  400: unsafe path, query, header or body; bad agent
                                                      arguments; unknown API, no scopes, app scope without
                                                      /.default, a meta-tenant; a Principal of another token
-    MissingToken (AuthError)                         401: a delegated API asked for without a caller token
+                                                     401 (reason "no_caller"): a delegated API asked for
+                                                     without a caller token
     DownstreamCallError (EntraError)                 502/504: the API could not be reached, was too slow
                                                      (overall deadline), or sent too much
     TokenAcquisitionError                            from the acquirer: Entra refused or could not be reached
@@ -61,7 +63,7 @@ from ._acquisition._types import (
 from ._config import _DOMAIN, META_TENANTS, DownstreamApi, sequence_of
 from ._http import Deadline, aread_capped, read_capped
 from ._principal import Principal
-from .errors import DownstreamCallError, DownstreamRequestError, MissingToken
+from .errors import DownstreamCallError, DownstreamRequestError
 
 if TYPE_CHECKING:
     from ._acquisition.cache import CachedToken
@@ -410,7 +412,7 @@ class Downstream:
         response = await agent.acall("weather", "forecast")           # autonomous or agent OBO
 
     Flow: app-only when ``app=True`` or the API sets ``request_app_token``; On-Behalf-Of the caller otherwise
-    (with no caller token, that is a 401 :class:`~entra_mw.errors.MissingToken`). Tokens come from the
+    (with no caller token, that is a 401 :class:`~entra_mw.errors.DownstreamRequestError`). Tokens come from the
     engine's token cache (never shared across users, tenants, agents or scopes); an OBO token is served no
     longer than the caller's token is valid. The caller's own token is never sent to a downstream API.
     """
@@ -526,13 +528,14 @@ class Downstream:
         return "agent_obo"
 
     @staticmethod
-    def _no_caller() -> MissingToken:
+    def _no_caller() -> DownstreamRequestError:
         # Spec §1.4: with no user, Microsoft.Identity.Web's user path ends in MsalUiRequiredException, a 401.
         # Never an app token in the user's place: the API's permissions would no longer be the user's.
-        return MissingToken(
+        return DownstreamRequestError(
             "this API is called on behalf of a user, and the request has no caller token; "
             "sign in, or ask for an app token (app=True or DownstreamApi.request_app_token)",
             reason="no_caller",
+            status_code=401,
         )
 
     def _target(
@@ -751,7 +754,7 @@ class Downstream:
         challenge) and ``force_refresh`` bypass the cache. An API name that is not configured works when
         ``scopes`` is given.
         Raises ``DownstreamRequestError`` (400: unknown API without ``scopes``, no scopes, app scope without
-        ``/.default``, meta-tenant), ``MissingToken`` (401: a delegated API and no caller token) or
+        ``/.default``, meta-tenant; 401 for a delegated API with no caller token) or
         ``TokenAcquisitionError``.
 
         ::

@@ -216,7 +216,8 @@ def test_retry_after_is_remembered_and_fails_fast(world: World, fake_clock: Fake
         with pytest.raises(TokenAcquisitionError) as info:
             world.auth.downstream(principal, tc).authorization_header("a")
         assert info.value.status_code == 503
-        assert info.value.retry_after == 40  # type: ignore[attr-defined]
+        assert info.value.retry_after == 40
+        assert ("Retry-After", "40") in info.value.headers()
     assert world.fake.request_count("token") == 1  # no new attempt inside the window
     fake_clock.advance(40)
     assert world.auth.downstream(principal, tc).authorization_header("a").startswith("Bearer ")

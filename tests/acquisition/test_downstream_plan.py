@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from entra_mw import DownstreamApi, EntraAuth, MissingToken, Principal
+from entra_mw import DownstreamApi, EntraAuth, Principal
 from entra_mw._acquisition._types import TokenRequest
 from entra_mw._downstream import DownstreamRequestError
 
@@ -57,13 +57,16 @@ def test_no_caller_is_refused_unless_an_app_token_is_asked_for(auth: EntraAuth, 
     # Spec §1.4: without a caller a delegated API is a 401, never an app token in the user's place.
     for view in (auth.downstream(), auth.downstream(caller())):
         for api, kwargs in (("weather", {}), ("graph", {}), ("x", {"scopes": ["User.Read"]})):
-            with pytest.raises(MissingToken) as info:
+            with pytest.raises(DownstreamRequestError) as info:
                 view.authorization_header(api, **kwargs)  # type: ignore[arg-type]
             assert info.value.status_code == 401
-            assert info.value.www_authenticate == "Bearer"
-        with pytest.raises(MissingToken):
+            assert info.value.reason == "no_caller"
+            assert info.value.www_authenticate is not None
+            assert info.value.www_authenticate.startswith("Bearer error=")
+            assert dict(info.value.headers())["WWW-Authenticate"] == info.value.www_authenticate
+        with pytest.raises(DownstreamRequestError, match="no caller token"):
             view.call("weather")
-        with pytest.raises(MissingToken):
+        with pytest.raises(DownstreamRequestError, match="no caller token"):
             view.for_agent(AGENT).authorization_header("weather")
     assert cache.requests == []
 

@@ -97,7 +97,7 @@ class _Failed(Exception):
 
 def _set_retry_after(error: TokenAcquisitionError, seconds: float) -> None:
     # The seconds a caller should wait (the 503's Retry-After header); rendered by the error itself.
-    error.retry_after = max(1, math.ceil(seconds))  # type: ignore[attr-defined]
+    error.retry_after = max(1, math.ceil(seconds))
 
 
 def _first_line(text: Any) -> str:
@@ -264,14 +264,13 @@ class Acquirer:
         if until is not None:
             left = until - now
             logger.debug("token request flow=%s tenant=%s: Retry-After window, %.1f s left", req.flow, req.tenant, left)
-            error = TokenAcquisitionError(
+            raise TokenAcquisitionError(
                 f"Entra asked to wait before the next token request (Retry-After); {math.ceil(left)} s left",
                 error="temporarily_unavailable",
                 http_status=429,
                 status_code=503,
+                retry_after=left,
             )
-            _set_retry_after(error, left)
-            raise error
 
     def _remember(self, req: TokenRequest, block: tuple[str, ...], failed: _Failed) -> None:
         now = self._clock.monotonic()
@@ -659,9 +658,8 @@ class Acquirer:
         error = _opt_str(result.get("error"))
         codes = _int_codes(result.get("error_codes"))
         description = _first_line(result.get("error_description")) or (error or "token request refused")
-        # AADSTS500133: the caller's token expired between validation and the exchange. The caller must come
-        # back with a fresh token: 401 invalid_token, not a gateway error.
-        expired_assertion = _ASSERTION_EXPIRED in codes
+        # AADSTS500133 (the caller's token expired between validation and the exchange) is a 401 invalid_token
+        # for the caller: TokenAcquisitionError maps it so.
         failure = TokenAcquisitionError(
             f"{leg}: {description}",
             error=error,
@@ -671,7 +669,6 @@ class Acquirer:
             trace_id=_opt_str(result.get("trace_id")),
             claims=_opt_str(result.get("claims")),
             http_status=status,
-            status_code=401 if expired_assertion else None,
         )
         retryable = status == 429 or status >= 500 or error == "temporarily_unavailable"
         bad = cred if cred is not None and is_invalid_credential_error(error, codes) else None
