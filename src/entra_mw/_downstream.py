@@ -63,7 +63,7 @@ from ._acquisition._types import (
 from ._config import _DOMAIN, META_TENANTS, DownstreamApi, sequence_of
 from ._http import Deadline, aread_capped, read_capped
 from ._principal import Principal
-from .errors import DownstreamCallError, DownstreamRequestError
+from .errors import ConfigurationError, DownstreamCallError, DownstreamRequestError
 
 if TYPE_CHECKING:
     from ._acquisition.cache import CachedToken
@@ -331,23 +331,25 @@ class _Agent:
     user_id: str | None = None
 
 
-def _check_tenant(tenant: str, what: str) -> str:
-    if not isinstance(tenant, str):
-        raise DownstreamRequestError(f"{what} must be a tenant id (GUID) or a domain", reason="bad_tenant")
-    value = _real_tenant(tenant)
+def _check_tenant(tenant: str, what: str, *, config_key: str | None = None) -> str:
+    """The tenant to ask. A bad ``tenant=`` of the request is a 400; a configured one (``config_key``) that can
+    never work is a ``ConfigurationError`` naming the key."""
+    value = _real_tenant(tenant) if isinstance(tenant, str) else None
     if value is not None:
         return value
-    if tenant.strip().lower() in META_TENANTS:
+    if isinstance(tenant, str) and tenant.strip().lower() in META_TENANTS:
         # IDW10405: a token must be requested in a real tenant; 'common'/'organizations' only make sense for
         # sign-in, never for client credentials or OBO.
-        raise DownstreamRequestError(
+        text = (
             f"{what} is the meta-tenant {tenant.strip()!r}: app and On-Behalf-Of tokens need a specific tenant; "
-            "pass tenant= or set DownstreamApi.tenant (IDW10405)",
-            reason="bad_tenant",
+            "pass tenant= or set DownstreamApi.tenant (IDW10405)"
         )
-    raise DownstreamRequestError(
-        f"{what} must be a tenant id (GUID) or a domain, got {tenant[:100]!r}", reason="bad_tenant"
-    )
+    else:
+        shown = tenant[:100] if isinstance(tenant, str) else type(tenant).__name__
+        text = f"{what} must be a tenant id (GUID) or a domain, got {shown!r}"
+    if config_key is not None:
+        raise ConfigurationError(text, key=config_key)
+    raise DownstreamRequestError(text, reason="bad_tenant")
 
 
 # The checks below are pure functions of a few strings that repeat on every request (the configured tenant,
@@ -465,7 +467,7 @@ class Downstream:
         """
         if not isinstance(agent_id, str) or not _is_canonical_guid(agent_id.strip()):
             raise DownstreamRequestError(
-                "AgentIdentity must be the agent identity's client id (a GUID in 8-4-4-4-12 form)",
+                "AgentIdentity must be the agent identity's client id (a GUID)",
                 reason="bad_agent",
             )
         if username is not None and user_id is not None:
@@ -485,7 +487,8 @@ class Downstream:
             username = username.strip()
         if user_id is not None:
             if not isinstance(user_id, str) or not _is_canonical_guid(user_id.strip()):
-                raise DownstreamRequestError("AgentUserId must be a GUID in 8-4-4-4-12 form", reason="bad_agent")
+                # The sidecar's documented message (spec §1.3.1); only the 8-4-4-4-12 form is accepted.
+                raise DownstreamRequestError("AgentUserId must be a valid GUID", reason="bad_agent")
             user_id = user_id.strip().lower()
         agent = _Agent(agent_id=agent_id.strip().lower(), username=username, user_id=user_id)
         return Downstream(self._auth, principal=self._principal, token=self._token, _agent=agent)
@@ -566,25 +569,29 @@ class Downstream:
         app_path = flow in ("app", "agent_app")
         normalized = _normalized_scopes(wanted, app_path)
         if normalized is None:
-            if app_path:
-                raise DownstreamRequestError(
-                    f"app tokens need a scope ending in '/.default' (e.g. 'api://x/.default'), got "
-                    f"{wanted[0][:200]!r} for the API '{name[:100]}' (IDW10404)",
-                    reason="no_scopes",
-                )
-            raise DownstreamRequestError(
-                f"No scopes found for the API '{name[:100]}' besides openid/profile/offline_access",
-                reason="no_scopes",
+            text = (
+                f"app tokens need a scope ending in '/.default' (e.g. 'api://x/.default'), got "
+                f"{wanted[0][:200]!r} for the API '{name[:100]}' (IDW10404)"
+                if app_path
+                else f"No scopes found for the API '{name[:100]}' besides openid/profile/offline_access"
             )
+            if scopes is None:
+                # The configured scopes can never work: the operator's mistake, as the sidecar treats it (500).
+                raise ConfigurationError(text, key=f"DownstreamApis__{name[:100]}__Scopes")
+            raise DownstreamRequestError(text, reason="no_scopes")  # scopes= of this request
         if tenant is not None:
             resolved = _check_tenant(tenant, "tenant")
         elif api is not None and api.tenant:
-            resolved = _check_tenant(api.tenant, f"DownstreamApis__{name}__AcquireTokenOptions__Tenant")
+            resolved = _check_tenant(
+                api.tenant,
+                "DownstreamApi.tenant",
+                config_key=f"DownstreamApis__{name[:100]}__AcquireTokenOptions__Tenant",
+            )
         elif flow in ("obo", "agent_obo") and self._principal is not None and (tid := self._principal.tid):
             # OBO runs in the caller's tenant (spec §3.9 "OBO details").
             resolved = _check_tenant(tid, "the caller's tid")
         else:
-            resolved = _check_tenant(self._auth.config.tenant_id, "tenant_id")
+            resolved = _check_tenant(self._auth.config.tenant_id, "tenant_id", config_key="tenant_id")
         return flow, normalized[0], normalized[1], resolved
 
     def _request(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from entra_mw import DownstreamApi, EntraAuth, Principal
+from entra_mw import ConfigurationError, DownstreamApi, EntraAuth, Principal
 from entra_mw._acquisition._types import TokenRequest
 from entra_mw._downstream import DownstreamRequestError
 
@@ -134,8 +134,9 @@ def test_malformed_tenant_override_is_refused(auth: EntraAuth, tenant: object) -
 
 def test_multi_tenant_app_needs_a_real_tenant_for_app_tokens(cache: RecordingCache) -> None:
     auth = make_auth(APIS, cache, tenant_id="organizations")
-    with pytest.raises(DownstreamRequestError, match="meta-tenant"):
+    with pytest.raises(ConfigurationError, match="meta-tenant") as configured:
         auth.downstream().authorization_header("weather", app=True)
+    assert configured.value.key == "tenant_id"  # the configuration cannot work: named, not blamed on the caller
     # OBO runs in the caller's tenant, which is fine.
     auth.downstream(caller(), USER_TOKEN).authorization_header("graph")
     assert last(cache).tenant == CALLER_TID
@@ -162,10 +163,15 @@ def test_missing_scopes_are_a_clear_error(auth: EntraAuth, cache: RecordingCache
 
 
 def test_app_scope_must_end_in_default(auth: EntraAuth) -> None:
-    with pytest.raises(DownstreamRequestError, match="IDW10404") as info:
+    # Configured scopes that can never give an app token: the operator's mistake (the sidecar's 500) ...
+    with pytest.raises(ConfigurationError, match="IDW10404") as configured:
         auth.downstream().authorization_header("graph", app=True)
+    assert configured.value.key == "DownstreamApis__graph__Scopes"
+    # ... while scopes= of the request are the caller's input: 400.
+    with pytest.raises(DownstreamRequestError, match="IDW10404") as info:
+        auth.downstream().authorization_header("graph", scopes=["User.Read"], app=True)
     assert info.value.status_code == 400
-    with pytest.raises(DownstreamRequestError, match=r"/\.default"):
+    with pytest.raises(ConfigurationError, match=r"/\.default"):
         auth.downstream(caller(), USER_TOKEN).authorization_header("graph", app=True)
 
 
@@ -235,8 +241,8 @@ def test_agent_user_with_app_takes_the_app_path(auth: EntraAuth, cache: Recordin
     ("kwargs", "message"),
     [
         ({"username": "u@contoso.com", "user_id": USER_OID}, "mutually exclusive"),
-        ({"user_id": "not-a-guid"}, "8-4-4-4-12"),
-        ({"user_id": ""}, "8-4-4-4-12"),
+        ({"user_id": "not-a-guid"}, "valid GUID"),
+        ({"user_id": ""}, "valid GUID"),
         ({"username": ""}, "non-empty"),
         ({"username": "a b@contoso.com"}, "whitespace"),
         ({"username": "a\r\n@contoso.com"}, "whitespace"),
