@@ -673,8 +673,11 @@ class Downstream:
         plans = self._auth._downstream_plans
         plan: _HitPlan | None = None
         principal = self._principal
+        # The principal's claims are read directly: its accessors' call overhead is a measurable part of a hit.
+        claims = None if principal is None else principal._claims
         if scopes is None and tenant is None and isinstance(name, str) and isinstance(app, bool):
-            memo = (name, app, self._token is None, self._agent, None if principal is None else principal.tid)
+            tid = None if claims is None else claims.get("tid")
+            memo = (name, app, self._token is None, self._agent, tid if tid.__class__ is str else None)
             plan = plans.get(memo)
         if plan is None:
             flow, _, scope_text, resolved = self._target(
@@ -706,10 +709,10 @@ class Downstream:
                 digest = self._digest = caller_digest(self._token)
             key += digest
             hit = self._auth.token_cache.peek(key)
-            if hit is not None and principal is not None:
+            if hit is not None and claims is not None:
                 # The owner is the very oid object of the principal that stored the entry (the validator hands
                 # out one Principal per token while it is cached), so this is mostly a pointer comparison.
-                oid = principal.oid
+                oid = claims.get("oid")
                 if hit.owner is not oid and hit.owner != oid:
                     return None  # another user's principal with this token: the miss path checks and refuses
             return hit
