@@ -42,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, get_args
 
-from .._clock import Clock, uniform
+from .._clock import Clock, SystemClock, uniform
 from .._config import META_TENANTS, EntraConfig, _is_guid
 from .._http import HttpSeam
 from ..errors import ConfigurationError, TokenAcquisitionError
@@ -152,6 +152,8 @@ class Acquirer:
         self._http = http
         self._clock = clock
         self._jitter = jitter
+        # A clock written against the older protocol (time() and monotonic() only) sleeps for real.
+        self._sleep: Callable[[float], None] = getattr(clock, "sleep", None) or SystemClock().sleep
         self._msal_http: MsalHttpClient = MsalHttpClient(http, clock=clock)
         self._mi_http: MsalHttpClient | None = None
         self._chain: CredentialChain = CredentialChain(
@@ -205,7 +207,7 @@ class Acquirer:
                             retries,
                             failed.error.http_status,
                         )
-                        self._clock.sleep(delay)
+                        self._sleep(delay)
                         waited += delay
                         attempt += 1
                         continue
