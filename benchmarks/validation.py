@@ -60,6 +60,7 @@ TARGET_COLD = 1.6  # times raw verify
 TARGET_HIT = 0.1  # times raw verify
 TARGET_MIDDLEWARE_US = 5.0
 TARGET_UVICORN = 0.9  # times bare req/s
+TARGET_IMPORT = 1.0  # `import entra_mw` against `import jwt` + cryptography's RSA, in a fresh interpreter
 X = "\u00d7"  # the multiplication sign, for the report
 
 
@@ -141,6 +142,33 @@ def bench_pyjwt(bench: Bench, *, number: int, repeat: int) -> Stats:
 
     batches = [[bench.mint() for _ in range(number)] for _ in range(repeat)]
     return measure_each(decode, batches)
+
+
+@dataclass
+class ImportResult:
+    entra_mw: float  # seconds beyond a bare interpreter start
+    jwt_crypto: float
+
+    @property
+    def ratio(self) -> float:
+        return self.entra_mw / self.jwt_crypto
+
+
+def bench_import(*, repeat: int) -> ImportResult:
+    """What `import entra_mw` adds to a fresh interpreter's start, against PyJWT plus cryptography's RSA (what
+    any token validator loads); the best of ``repeat`` interleaved starts each, minus a bare start."""
+    codes = {
+        "bare": "pass",
+        "entra_mw": "import entra_mw",
+        "jwt": "import jwt, cryptography.hazmat.primitives.asymmetric.rsa",
+    }
+    best = dict.fromkeys(codes, float("inf"))
+    for _ in range(repeat):
+        for name, code in codes.items():
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return ImportResult(entra_mw=best["entra_mw"] - best["bare"], jwt_crypto=best["jwt"] - best["bare"])
 
 
 def bench_hit(bench: Bench, *, number: int, repeat: int) -> Stats:
@@ -422,6 +450,7 @@ class Report:
     hit: Stats
     middleware: MiddlewareResult
     load: LoadResult | None
+    imports: ImportResult
 
     def checks(self) -> list[tuple[str, bool, str]]:
         raw = self.raw.min
@@ -442,6 +471,13 @@ class Report:
                 f"{self.middleware.overhead_us:.2f} µs",
             ),
         ]
+        out.append(
+            (
+                f"`import entra_mw` ≤ {TARGET_IMPORT:g}{X} `import jwt` + cryptography",
+                self.imports.ratio <= TARGET_IMPORT,
+                f"{self.imports.ratio:.2f}{X}",
+            )
+        )
         if self.load is not None:
             out.append(
                 (
@@ -475,6 +511,10 @@ class Report:
             f"| `EntraMiddleware` around a no-op ASGI app, minus the no-op | {mw.noop_overhead_us:.2f} µs |"
             f" {(mw.noop_protected.median - mw.noop.median) * 1e6:.2f} µs | |",
         ]
+        rows.append(
+            f"| `import entra_mw` in a fresh interpreter (beyond a bare start) | {self.imports.entra_mw * 1e3:.1f} ms |"
+            f" | {self.imports.ratio:.2f}{X} `import jwt` + cryptography ({self.imports.jwt_crypto * 1e3:.1f} ms) |"
+        )
         parts = ["\n".join(rows)]
         if self.load is not None:
             tool = "`wrk -t1 -c16`" if self.load.tool == "wrk" else "a Python keep-alive load generator (wrk missing)"
@@ -552,8 +592,9 @@ def run(*, quick: bool, uvicorn: bool = True) -> Report:
         mw = bench_middleware(bench, **counts["middleware"])
     finally:
         bench.close()
+    imports = bench_import(repeat=2 if quick else 9)
     load = bench_uvicorn(duration=1.0 if quick else 3.0, rounds=2 if quick else 8) if uvicorn else None
-    return Report(raw=raw, cold=cold, pyjwt=pyjwt, hit=hit, middleware=mw, load=load)
+    return Report(raw=raw, cold=cold, pyjwt=pyjwt, hit=hit, middleware=mw, load=load, imports=imports)
 
 
 def main(argv: list[str] | None = None) -> int:
