@@ -45,8 +45,10 @@ def test_benchmark_functions_run(validation: ModuleType, tmp_path: Path) -> None
     for stats in (raw, cold, pyjwt, hit, mw.bare, mw.protected, mw.noop, mw.noop_protected):
         assert stats.min > 0
         assert stats.median >= stats.min
-    report = validation.Report(raw=raw, cold=cold, pyjwt=pyjwt, hit=hit, middleware=mw, load=None)
-    assert len(report.checks()) == 3
+    imports = validation.bench_import(repeat=1)
+    assert imports.entra_mw > 0 and imports.jwt_crypto > 0
+    report = validation.Report(raw=raw, cold=cold, pyjwt=pyjwt, hit=hit, middleware=mw, load=None, imports=imports)
+    assert len(report.checks()) == 4
     text = report.markdown("benchmarks/validation.py")
     assert "raw RSA-2048" in text
 
