@@ -82,6 +82,8 @@ class DownstreamApi:
     ``tenant``: a tenant override for token requests. ``max_response_bytes``: responses larger than this fail.
     ``timeout``: seconds the whole call may take (connect, send, headers and body).
     ``repr`` masks the values of ``extra_headers`` and ``extra_query`` (subscription and function keys).
+    ``base_url=""`` declares an API that is only asked for authorization headers (the sidecar's
+    ``DownstreamApis:{name}`` with no ``BaseUrl``); :meth:`Downstream.call` refuses it.
     """
 
     base_url: str
@@ -98,10 +100,10 @@ class DownstreamApi:
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.base_url, str) or not self.base_url:
+        if not isinstance(self.base_url, str):
             raise ConfigurationError("DownstreamApi.base_url is required", key="BaseUrl")
         parts = urlsplit(self.base_url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
+        if self.base_url and (parts.scheme not in ("https", "http") or not parts.hostname):
             raise ConfigurationError(
                 f"DownstreamApi.base_url must be an absolute http(s) URL, got {_without_userinfo(self.base_url)!r}",
                 key="BaseUrl",

@@ -848,6 +848,11 @@ class Downstream:
             if not isinstance(params, Mapping):
                 raise DownstreamRequestError("params must be a mapping of names to values", reason="bad_query")
             query.extend(params.items())
+        if not api.base_url:
+            raise DownstreamRequestError(
+                f"The downstream API '{name}' has no BaseUrl: it is configured for authorization headers only",
+                reason="unknown_api",
+            )
         url = build_url(api.base_url, path or api.relative_path, query)
         base_headers = _build_headers(api, headers, has_content=content is not None)
         if json is not None and not any(k.lower() == "content-type" for k in base_headers):

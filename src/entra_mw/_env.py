@@ -315,9 +315,9 @@ def _downstream_from_env(section: EnvTree, key: str) -> DownstreamApi:
     from ._config import DownstreamApi
 
     _check_names(section, _DOWNSTREAM_KEYS)
-    base_url = section.get("BaseUrl")
-    if not base_url:
-        raise ConfigurationError(f"{key}__BaseUrl is required", key=f"{key}__BaseUrl")
+    # BaseUrl is optional, as in the official sidecar (spec §2.3: default null): an API configured only for
+    # /AuthorizationHeader* has none, and calling it is refused.
+    base_url = section.get("BaseUrl") or ""
     kwargs: dict[str, Any] = {"base_url": base_url, "scopes": tuple(section.list("Scopes"))}
     if section.get("RequestAppToken"):
         written = section.written("RequestAppToken")

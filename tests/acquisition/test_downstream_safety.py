@@ -240,6 +240,17 @@ def test_call_sends_a_fresh_token_never_the_callers() -> None:
     assert sent.method == "GET"
 
 
+def test_an_api_without_base_url_gives_headers_but_is_never_called() -> None:
+    api, cache = Api(), RecordingCache()
+    auth = engine(api, cache, base_url="", request_app_token=True)
+    downstream = auth.downstream()
+    assert downstream.authorization_header("weather") == "Bearer downstream-token-1"
+    with pytest.raises(DownstreamRequestError, match="has no BaseUrl") as info:
+        downstream.call("weather", "/forecast")
+    assert info.value.status_code == 400
+    assert api.requests == []
+
+
 def test_call_uses_configured_relative_path_method_and_content_type() -> None:
     api, cache = Api(), RecordingCache()
     auth = engine(api, cache, relative_path="items", http_method="post", content_type="text/csv", accept_header="*/*")

@@ -154,7 +154,7 @@ def test_from_env_authority() -> None:
             base_env(AzureAd__ClientCredentials__0__SourceType="Path"),
             "AzureAd__ClientCredentials__0__CertificateDiskPath",
         ),
-        (base_env(DownstreamApis__graph__Scopes__0="x"), "DownstreamApis__graph__BaseUrl"),
+        (base_env(DownstreamApis__graph__BaseUrl="graph.microsoft.com"), "DownstreamApis__graph__BaseUrl"),
         (base_env(AzureAd__SendX5C="maybe"), "AzureAd__SendX5C"),
         (
             base_env(AzureAd__TokenValidationParameters__ClockSkew="soon"),
@@ -205,11 +205,28 @@ def test_from_mapping() -> None:
 
 @pytest.mark.parametrize(
     "base_url",
-    ["", "ftp://x", "https://", "https://h/?q=1", "https://user:pw@h/", "https://h/#frag", "/relative"],
+    ["ftp://x", "https://", "https://h/?q=1", "https://user:pw@h/", "https://h/#frag", "/relative"],
 )
 def test_downstream_api_rejects_bad_base_urls(base_url: str) -> None:
     with pytest.raises(ConfigurationError):
         DownstreamApi(base_url=base_url)
+
+
+def test_an_api_without_base_url_is_for_authorization_headers_only() -> None:
+    # The official sidecar's BaseUrl defaults to null (spec §2.3): a token-only API, e.g. one app-only for the
+    # exchange audience, is configured with scopes alone.
+    config = EntraConfig.from_env(
+        base_env(
+            DownstreamApis__exchange__Scopes__0="api://AzureADTokenExchange/.default",
+            DownstreamApis__exchange__RequestAppToken="true",
+        )
+    )
+    api = config.downstream_apis["exchange"]
+    assert api.base_url == ""
+    assert api.scopes == ("api://AzureADTokenExchange/.default",)
+    assert api.request_app_token
+    with pytest.raises(ConfigurationError):
+        DownstreamApi(base_url=None)  # type: ignore[arg-type]
 
 
 def test_downstream_api_bad_method() -> None:

@@ -344,7 +344,7 @@ class SidecarRoutes:
             ctx = await self._caller(request) if authenticated else None
             effective, downstream = self._prepare(request, api_name, ctx, allowed=allowed, route=route)
             api = effective.api
-            if api is None:
+            if api is None or not api.base_url:
                 raise DownstreamRequestError(
                     f"The downstream API '{api_name}' is not configured (DownstreamApis__{api_name}__BaseUrl)",
                     reason="unknown_api",
