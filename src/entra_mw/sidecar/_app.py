@@ -208,6 +208,9 @@ def _payload(token: str) -> Any:
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
 
 
+_DOWNSTREAM_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE")
+
+
 class SidecarRoutes:
     """The endpoint: one catch-all route dispatching case-insensitively, as ASP.NET routing does."""
 
@@ -234,15 +237,24 @@ class SidecarRoutes:
             )
         if len(parts) == 2 and first in ("downstreamapi", "downstreamapiunauthenticated"):
             name, authenticated = parts[1], first == "downstreamapi"
-            return await self._guard(method, "POST", lambda r: self.downstream_api(r, name, authenticated), request)
+            # The official code maps POST only; its documentation (and the documentation's Python and TypeScript
+            # clients, which send the downstream method as their own) lists GET, PUT, PATCH and DELETE as well.
+            # Whatever the inbound method, the outbound one is HttpMethod (spec §1.6).
+            return await self._guard(
+                method, _DOWNSTREAM_METHODS, lambda r: self.downstream_api(r, name, authenticated), request
+            )
         return Response(b"", status_code=404)
 
     @staticmethod
     async def _guard(
-        method: str, allowed: str, handler: Callable[[Request], Awaitable[Response]], request: Request
+        method: str,
+        allowed: str | tuple[str, ...],
+        handler: Callable[[Request], Awaitable[Response]],
+        request: Request,
     ) -> Response:
-        if method != allowed:
-            return Response(b"", status_code=405, headers={"Allow": allowed})
+        methods = (allowed,) if isinstance(allowed, str) else allowed
+        if method not in methods:
+            return Response(b"", status_code=405, headers={"Allow": ", ".join(methods)})
         return await handler(request)
 
     async def _caller(self, request: Request) -> AuthContext:

@@ -36,7 +36,7 @@ environment (the official sidecar's variables; ':' works as '__', names are case
       SignedAssertionFromManagedIdentity __ManagedIdentityClientId, __TokenExchangeUrl
                                          (IDENTITY_ENDPOINT + IDENTITY_HEADER, or IMDS)
   AzureAd__ClientCredentials__N__Skip          skip this credential
-  DownstreamApis__NAME__BaseUrl                the API's base URL (required)
+  DownstreamApis__NAME__BaseUrl                the API's base URL (none: authorization headers only)
   DownstreamApis__NAME__Scopes__N              scopes (or one space-separated DownstreamApis__NAME__Scopes)
   DownstreamApis__NAME__RequestAppToken        true: app tokens (client credentials / autonomous agent)
   DownstreamApis__NAME__RelativePath, __HttpMethod, __AcceptHeader, __ContentType
