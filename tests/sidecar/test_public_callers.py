@@ -19,6 +19,8 @@ The requests are written here from reading those clients; none of their code is 
   ``authorizationHeader`` into scheme and token and reads the token's ``exp``; maps 400/401/404 by status and
   reads only the ProblemDetails ``title``. Its ``agenticblueprint`` service is configured app-only with
   ``api://AzureAdTokenExchange/.default``, as its readme says.
+* A published agent demo (razi-rais/3P-Agent-ID-Demo, ``sidecar/llm-agent``): ``AgentIdentity`` on the
+  unauthenticated route with ``Host: localhost``; decodes the header's claims and looks for ``xms_par_app_azp``.
 * The "Using from Python" and "Using from TypeScript" scenario pages of the official documentation: the caller's
   ``Authorization`` value forwarded as received, ``optionsOverride.Scopes`` repeated, ``...Tenant``,
   ``AgentIdentity`` + ``AgentUsername``; ``/DownstreamApi/{service}`` called with the *downstream* method as the
@@ -398,3 +400,26 @@ def test_token_only_service_cannot_be_called(agents_sdk_sidecar: str) -> None:
         response = client.post(f"{agents_sdk_sidecar}/DownstreamApiUnauthenticated/agenticblueprint")
     assert response.status_code == 400
     assert "BaseUrl" in response.json()["detail"]
+
+
+# -- a published agent demo: chat agent → sidecar → weather API (razi-rais/3P-Agent-ID-Demo, sidecar/llm-agent) ----
+
+
+def test_demo_agent_gets_an_agent_token_and_the_api_sees_the_agent(agents_sdk_sidecar: str, scn: Scenario) -> None:
+    # The agent asks the unauthenticated route for AgentIdentity with "Host: localhost" (what 1.0.x's host filter
+    # needed), decodes the header's claims for display, and hands the whole header value to its API, which marks
+    # the caller an agent when xms_par_app_azp is present.
+    with httpx2.Client(timeout=20) as client:
+        response = client.get(
+            f"{agents_sdk_sidecar}/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={scn.agent.app_id}",
+            headers={"Host": "localhost"},
+        )
+    assert response.status_code == 200, response.text
+    header = response.json().get("authorizationHeader", "")
+    token = header[len("Bearer ") :] if header.startswith("Bearer ") else header
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    for name in ("aud", "iss", "oid", "roles", "tid", "exp", "iat"):
+        assert name in claims, name
+    assert claims["xms_par_app_azp"] == scn.blueprint.app_id
+    assert claims["azp"] == scn.agent.app_id
