@@ -195,6 +195,60 @@ def test_azure_on_behalf_of_with_certificate(w: Served, azid: types.ModuleType) 
     assert w.validate(_azure_token(cred, w.api_scope())).oid == w.scn.user.object_id
 
 
+@pytest.mark.parametrize("credential", ["secret", "certificate"])
+def test_azure_environment_credential(
+    w: Served, azid: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, credential: str
+) -> None:
+    # The AZURE_* variables an app (or DefaultAzureCredential's first link) is configured with.
+    monkeypatch.setenv("AZURE_TENANT_ID", w.tid)
+    monkeypatch.setenv("AZURE_CLIENT_ID", w.scn.client.app_id)
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", w.served.base_url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", w.served.ca_file)
+    if credential == "secret":
+        monkeypatch.setenv("AZURE_CLIENT_SECRET", w.scn.client_secret)
+    else:
+        key_pem, cert_pem = w.fake.add_certificate(w.scn.client)
+        pem = tmp_path / "client.pem"
+        pem.write_bytes(key_pem + cert_pem)
+        monkeypatch.setenv("AZURE_CLIENT_CERTIFICATE_PATH", str(pem))
+    cred = azid.EnvironmentCredential(disable_instance_discovery=True)
+    _assert_app_token(w, _azure_token(cred, w.api_scope()), w.scn.client.app_id)
+
+
+def test_azure_authorization_code_credential(w: Served, azid: types.ModuleType) -> None:
+    import urllib.parse
+
+    import httpx2
+
+    redirect = "https://webapp.example/auth/callback"
+    web = w.fake.add_app(w.scn.tenant, display_name="weather-web", redirect_uris=[redirect])
+    secret = w.fake.add_secret(web)
+    w.fake.grant_consent(web, w.scn.api, w.scn.api.scopes)
+    scope = w.api_scope("Weather.Read")
+    query = urllib.parse.urlencode(
+        {"client_id": web.app_id, "response_type": "code", "redirect_uri": redirect, "scope": scope, "state": "s1"}
+    )
+    with httpx2.Client(verify=w.served.ssl_context(), timeout=10) as browser:
+        back = w.fake.sign_in(
+            f"{w.served.authorize_endpoint(w.tid)}?{query}",
+            username=w.scn.user.upn,
+            password=w.scn.user_password,
+            client=browser,
+        )
+    cred = azid.AuthorizationCodeCredential(
+        w.tid,
+        web.app_id,
+        back["code"],
+        redirect,
+        client_secret=secret,
+        **_azure_kw(w, connection_verify=w.served.ca_file),
+    )
+    principal = w.validate(_azure_token(cred, scope))
+    assert principal.oid == w.scn.user.object_id
+    assert principal.client_id == web.app_id
+    assert principal.scopes == frozenset({"Weather.Read"})
+
+
 @pytest.mark.anyio
 async def test_azure_async_credentials(w: Served, azid: types.ModuleType) -> None:
     aio = pytest.importorskip("azure.identity.aio")
