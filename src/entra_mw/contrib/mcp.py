@@ -34,12 +34,20 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import PrivateAttr
 
-from .._bearer import authorization_from_scope
+from .._bearer import authorization_from_scope, token_from
 from .._context import AuthContext
 from .._engine import EntraAuth
 from .._principal import Principal
 from .._requirements import Requirement
-from ..errors import EntraError, InsufficientScope, InvalidToken, ProviderUnavailable
+from ..errors import (
+    Challenge,
+    EntraError,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    MissingToken,
+    ProviderUnavailable,
+)
 from ..resource_metadata import (
     check_resource,
     configuration_problems,
@@ -315,6 +323,11 @@ class ScopeChallengeMiddleware:
     403 challenges the SDK sends, keeping ``resource_metadata`` and everything else as they are. The MCP
     authorization spec says challenges SHOULD name the scopes; the SDK never does.
 
+    It also reads the bearer token as every other adapter does (RFC 6750) before the SDK sees the request: a
+    second credential (two ``Authorization`` headers, a folded value, an ``access_token`` in the query) or a
+    malformed one gets 400 ``invalid_request``, and the token reaches the SDK as one canonical header (the SDK
+    would read only the first header).
+
     With ``verifier`` and ``tools`` (functions decorated with :func:`require`) it also answers a ``tools/call``
     of such a tool by a caller without its scope with HTTP 403 ``insufficient_scope``, ``scope`` naming the
     tool's scopes in full-URI form, before the SDK runs the tool — the step-up challenge MCP clients act on.
@@ -345,6 +358,7 @@ class ScopeChallengeMiddleware:
         self._resource = resource
         self._required = tuple(scopes)
         self._metadata_url = metadata_url(resource) if resource else None
+        self._challenge = Challenge(resource_metadata=self._metadata_url, scope=tuple(scopes))
         if resource:
             log_problems(configuration_problems(None, resource, scopes))
         rules: dict[str, Requirement] = {}
@@ -362,12 +376,31 @@ class ScopeChallengeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not scope.get("path", "").startswith("/.well-known/"):
+            try:
+                scope = self._canonical_authorization(scope)
+            except InvalidRequest as exc:
+                await _send_error(self._challenge.apply(exc), send)
+                return
         if self.tools and scope.get("method") == "POST":
             replayed = await self._check_tool_call(scope, receive, send)
             if replayed is None:
                 return
             receive = replayed
         await self.app(scope, receive, self._with_scope(send) if self._scope_param else send)
+
+    def _canonical_authorization(self, scope: Scope) -> Scope:
+        """The request as the core reads it (RFC 6750): a second credential (another header, a folded value, an
+        ``access_token`` in the query) or a malformed one raises ``InvalidRequest``; a token is handed to the SDK
+        as one ``Authorization: Bearer <token>`` header, since the SDK reads only the first header and only
+        ``Bearer`` followed by exactly one space."""
+        try:
+            token = token_from(authorization_from_scope(scope), scope.get("query_string"))
+        except MissingToken:
+            return scope  # the SDK answers 401 with its resource_metadata challenge
+        headers = [(n, v) for n, v in scope.get("headers", ()) if n.lower() != b"authorization"]
+        headers.append((b"authorization", b"Bearer " + token.encode("ascii")))
+        return {**scope, "headers": headers}
 
     def _with_scope(self, send: Send) -> Send:
         param = self._scope_param.encode("latin-1", "replace")
@@ -421,11 +454,7 @@ class ScopeChallengeMiddleware:
             f"The tool {name!r} needs a scope this token does not grant.",
             resource_metadata=self._metadata_url,
         )
-        body = exc.body()
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in exc.headers()]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(exc, send)
         return None
 
     def _requirement_for(self, body: bytes) -> tuple[Requirement | None, str]:
@@ -442,6 +471,14 @@ class ScopeChallengeMiddleware:
             if isinstance(name, str) and name in self.tools:
                 return self.tools[name], name
         return None, ""
+
+
+async def _send_error(exc: EntraError, send: Send) -> None:
+    body = exc.body()
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in exc.headers()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _add_scope(name: bytes, value: bytes, param: bytes) -> bytes:
