@@ -25,6 +25,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -81,6 +82,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# Where EntraTokenVerifier tells ScopeChallengeMiddleware (same request, same task) that keys, not the token,
+# were at fault: the SDK can only answer 401, the middleware turns that answer into the engine's 503.
+_UNAVAILABLE: ContextVar[list[ProviderUnavailable] | None] = ContextVar("entra_mw_mcp_unavailable", default=None)
 
 # Claims copied into AccessToken.claims for the SDK (its session binding reads "iss"); the full verified claims
 # stay on the Principal (current_principal()).
@@ -139,8 +144,12 @@ class EntraTokenVerifier:
             logger.info("mcp token refused reason=%s: %s", exc.reason, exc.description)
             return None
         except ProviderUnavailable as exc:
-            # The SDK can only answer 401 here; say loudly that the keys, not the token, are at fault.
+            # The SDK can only answer 401 here; say loudly that the keys, not the token, are at fault, and let
+            # ScopeChallengeMiddleware (when installed) answer 503 with Retry-After instead.
             logger.warning("mcp token not checked: signing keys unavailable reason=%s", exc.reason)
+            box = _UNAVAILABLE.get()
+            if box is not None:
+                box.append(exc)
             return None
         return self.access_token(principal, token)
 
@@ -326,7 +335,8 @@ class ScopeChallengeMiddleware:
     It also reads the bearer token as every other adapter does (RFC 6750) before the SDK sees the request: a
     second credential (two ``Authorization`` headers, a folded value, an ``access_token`` in the query) or a
     malformed one gets 400 ``invalid_request``, and the token reaches the SDK as one canonical header (the SDK
-    would read only the first header).
+    would read only the first header). When the verifier could not check a token because no signing keys could
+    be had, the SDK's 401 becomes 503 with ``Retry-After``, as every other adapter answers.
 
     With ``verifier`` and ``tools`` (functions decorated with :func:`require`) it also answers a ``tools/call``
     of such a tool by a caller without its scope with HTTP 403 ``insufficient_scope``, ``scope`` naming the
@@ -387,7 +397,30 @@ class ScopeChallengeMiddleware:
             if replayed is None:
                 return
             receive = replayed
-        await self.app(scope, receive, self._with_scope(send) if self._scope_param else send)
+        box: list[ProviderUnavailable] = []
+        reset = _UNAVAILABLE.set(box)
+        inner_send = self._with_scope(send) if self._scope_param else send
+        try:
+            await self.app(scope, receive, self._unavailable(box, inner_send))
+        finally:
+            _UNAVAILABLE.reset(reset)
+
+    def _unavailable(self, box: list[ProviderUnavailable], send: Send) -> Send:
+        """``send``, but the SDK's 401 becomes the engine's 503 (with ``Retry-After``) when the verifier could not
+        check the token for want of signing keys."""
+        replaced = False
+
+        async def send_checked(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message.get("status") == 401 and box:
+                replaced = True
+                await _send_error(self._challenge.apply(box[0]), send)
+                return
+            if replaced and message["type"] == "http.response.body":
+                return
+            await send(message)
+
+        return send_checked
 
     def _canonical_authorization(self, scope: Scope) -> Scope:
         """The request as the core reads it (RFC 6750): a second credential (another header, a folded value, an
