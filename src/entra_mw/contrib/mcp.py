@@ -493,7 +493,9 @@ class ScopeChallengeMiddleware:
     def _requirement_for(self, body: bytes) -> tuple[Requirement | None, str]:
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # Not JSON, or nested deeper than the parser goes: not a tool call this middleware can judge; the SDK
+            # answers it (a JSON-RPC parse error).
             return None, ""
         messages = payload if isinstance(payload, list) else [payload]
         for message in messages:
