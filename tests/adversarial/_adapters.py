@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mutabl
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fastapi import WebSocket  # at module level: FastAPI resolves the route's annotations in these globals
+
 from entra_mw import EntraAuth, EntraConfig, EntraError, Requirement
 from entra_mw.testing import App, FakeClock, FakeEntra, Scenario
 
@@ -137,7 +139,7 @@ def asgi_app(auth: EntraAuth) -> ASGIApp:
 
 
 def fastapi_app(auth: EntraAuth) -> ASGIApp:
-    from fastapi import Depends, FastAPI, WebSocket
+    from fastapi import Depends, FastAPI
 
     from entra_mw.contrib.fastapi import require, setup
 

@@ -151,9 +151,26 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 DownstreamDep = Annotated[Downstream, Depends(_downstream)]
 
 
+# RFC 6455 §7.4.1: 1008 "policy violation" closes a refused handshake (1000 would mean success).
+_WS_POLICY_VIOLATION = 1008
+
+
 async def _render(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EntraError)
     return Response(exc.body(), status_code=exc.status_code, headers=dict(exc.headers()))
+
+
+async def _render_any(connection: Any, exc: Exception) -> Response | None:
+    """``_render`` for HTTP, and for a websocket handshake whose server offers the denial response
+    (``websocket.http.response``); other servers cannot send one, so the handshake is refused with 1008."""
+    assert isinstance(exc, EntraError)
+    scope = connection.scope
+    if scope["type"] == "websocket" and "websocket.http.response" not in (scope.get("extensions") or {}):
+        # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
+        reason = exc.description.encode()[:120].decode("utf-8", "ignore")
+        await connection.close(code=_WS_POLICY_VIOLATION, reason=reason)
+        return None
+    return await _render(connection, exc)
 
 
 def setup(
@@ -182,7 +199,8 @@ def setup(
     if current is not None:
         raise ConfigurationError("setup() was already called for this app with another engine", key="auth")
     setattr(app.state, _STATE_KEY, auth)
-    app.add_exception_handler(EntraError, _render)
+    # Starlette hands the handler the WebSocket for websocket scopes and sends nothing when it returns None.
+    app.add_exception_handler(EntraError, _render_any)  # type: ignore[arg-type]
 
     inner = app.router.lifespan_context
 
