@@ -8,6 +8,8 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from entra_mw.testing import FakeClock, FakeEntra
 
@@ -54,3 +56,60 @@ async def test_every_adapter_gives_the_cores_verdict(
     for name, token in tokens:
         for part in token_parts(token):
             assert part not in logged, name
+
+
+_SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+# Bytes a token may legally hold (RFC 6750 b64token) plus a few that it may not.
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/= \t,\"é"
+
+
+async def test_mutated_tokens_get_one_verdict(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """A valid token with characters replaced, inserted or deleted anywhere: every adapter gives the core's
+    verdict and nothing leaks."""
+    caplog.set_level(logging.DEBUG)
+    token = world.user_token("Tools.Use")
+    mutated: list[str] = []
+
+    @_SETTINGS
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["replace", "insert", "delete"]),
+                st.integers(0, len(token) - 1),
+                st.sampled_from(_ALPHABET),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    def collect(edits: list[tuple[str, int, str]]) -> None:
+        out = token
+        for kind, position, char in edits:
+            at = min(position, len(out) - 1)
+            if kind == "replace":
+                out = out[:at] + char + out[at + 1 :]
+            elif kind == "insert":
+                out = out[:at] + char + out[at:]
+            elif len(out) > 1:
+                out = out[:at] + out[at + 1 :]
+        mutated.append(out)
+
+    collect()
+    adapters = Adapters(world)
+    mismatches: list[str] = []
+    async with adapters.running():
+        for candidate in mutated:
+            header = f"Bearer {candidate}".encode("latin-1")
+            expected = world.verdict(header)
+            for adapter in ADAPTERS:
+                reply = await adapters.send(adapter, [(b"authorization", header)])
+                check_reply(adapter, reply, token_parts(candidate) if expected != 200 else ())
+                if reply.status != expected:
+                    mismatches.append(f"{adapter}: {candidate!r}: {reply.status} (core {expected})")
+    assert not mismatches, "\n".join(mismatches[:20])
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert token not in logged
+    for candidate in mutated:
+        assert candidate not in logged
