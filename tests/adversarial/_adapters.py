@@ -14,10 +14,11 @@ import contextlib
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
+import anyio
 from fastapi import WebSocket  # at module level: FastAPI resolves the route's annotations in these globals
 
 from entra_mw import EntraAuth, EntraConfig, EntraError, Requirement
@@ -36,12 +37,22 @@ SCOPE = "Tools.Use"
 ROLE = "Tools.All"
 REQUIREMENT = Requirement(scopes=(SCOPE,), roles=(ROLE,))
 
-ASGI_ADAPTERS = ("asgi", "fastapi", "mcp", "sidecar")
-WSGI_ADAPTERS = ("wsgi", "flask")
+ASGI_ADAPTERS = ("asgi", "fastapi", "mcp", "sidecar", "django-asgi")
+WSGI_ADAPTERS = ("wsgi", "flask", "django", "drf")
 ADAPTERS = (*ASGI_ADAPTERS, *WSGI_ADAPTERS)
 
 #: The path each adapter protects.
-PATHS = {"asgi": "/me", "fastapi": "/me", "mcp": "/mcp", "sidecar": "/Validate", "wsgi": "/me", "flask": "/me"}
+PATHS = {
+    "asgi": "/me",
+    "fastapi": "/me",
+    "mcp": "/mcp",
+    "sidecar": "/Validate",
+    "django-asgi": "/me",
+    "wsgi": "/me",
+    "flask": "/me",
+    "django": "/me",
+    "drf": "/drf/me",
+}
 
 INITIALIZE = json.dumps(
     {
@@ -225,6 +236,39 @@ def flask_app(auth: EntraAuth) -> WSGIApp:
     return app.wsgi_app
 
 
+@contextlib.contextmanager
+def django_settings(world: World) -> Iterator[None]:
+    """Django configured for ``world`` through the settings users write (``ENTRA_MW`` and a factory on FakeEntra's
+    transports), with the views of ``_django_urls``."""
+    from django.test import override_settings
+
+    from tests.contrib.django._django import configure
+
+    configure()
+    config = world.config()
+    setting = {"tenant_id": config.tenant_id, "client_id": config.client_id, "audiences": list(config.audiences)}
+
+    def factory(cfg: EntraConfig) -> EntraAuth:
+        return EntraAuth(cfg, transport=world.fake.transport, async_transport=world.fake.async_transport,
+                         clock=world.auth.clock)
+
+    with override_settings(
+        ENTRA_MW=setting, ENTRA_MW_AUTH_FACTORY=factory, ROOT_URLCONF="tests.adversarial._django_urls"
+    ):
+        yield
+
+
+def django_apps() -> tuple[ASGIApp, WSGIApp]:
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from tests.contrib.django._django import configure
+
+    configure()
+    # Django types its handlers' environ/scope more loosely than these aliases; they are the same protocols.
+    return cast("ASGIApp", ASGIHandler()), cast("WSGIApp", WSGIHandler())
+
+
 # -- in-process drivers -------------------------------------------------------------------------------------
 
 
@@ -251,9 +295,14 @@ async def call_asgi(
     out_headers: list[tuple[str, str]] = []
     out = bytearray()
 
+    done = anyio.Event()
+
     async def receive() -> Message:
         if incoming:
             return incoming.pop(0)
+        # As a server does: the client stays connected until the response is complete (Django listens for an
+        # early disconnect and drops the response if it comes).
+        await done.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
@@ -263,6 +312,8 @@ async def call_asgi(
             out_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
         elif message["type"] == "http.response.body":
             out.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                done.set()
 
     await app(scope, receive, send)
     return Reply(status, out_headers, bytes(out))
@@ -323,18 +374,26 @@ class Adapters:
     def __init__(self, world: World) -> None:
         self.world = world
         mcp, self._mcp_running = mcp_app(world.auth)
+        django_asgi, django_wsgi = django_apps()
         self.asgi: dict[str, ASGIApp] = {
             "asgi": asgi_app(world.auth),
             "fastapi": fastapi_app(world.auth),
             "mcp": mcp,
             "sidecar": sidecar_app(world),
+            "django-asgi": django_asgi,
         }
-        self.wsgi: dict[str, WSGIApp] = {"wsgi": wsgi_app(world.auth), "flask": flask_app(world.auth)}
+        self.wsgi: dict[str, WSGIApp] = {
+            "wsgi": wsgi_app(world.auth),
+            "flask": flask_app(world.auth),
+            "django": django_wsgi,
+            "drf": django_wsgi,
+        }
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Adapters]:
-        async with self._mcp_running():
-            yield self
+        with django_settings(self.world):
+            async with self._mcp_running():
+                yield self
 
     async def send(self, name: str, headers: Headers = (), query: bytes = b"") -> Reply:
         path = PATHS[name]

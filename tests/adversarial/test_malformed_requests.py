@@ -77,6 +77,17 @@ def _cases(token: str) -> list[tuple[str, Headers, bytes]]:
     ]
 
 
+def _expected(world: World, adapter: str, headers: Headers, query: bytes) -> int:
+    """The core's verdict on what ``adapter`` can hand it — or the framework's own 400 for a request it will not
+    parse: Django's ASGI handler refuses a query string that is not UTF-8 before any middleware runs."""
+    if adapter == "django-asgi":
+        try:
+            query.decode("utf-8")
+        except UnicodeDecodeError:
+            return 400
+    return world.verdict(_core_view(adapter, headers), query)
+
+
 def _core_view(adapter: str, headers: Headers) -> bytes | list[bytes] | None:
     """What the adapter can hand the core: every value (ASGI), or the server's folded value (WSGI, PEP 3333)."""
     if adapter in WSGI_ADAPTERS:
@@ -94,7 +105,7 @@ async def test_malformed_requests_through_every_adapter(world: World) -> None:
     async with adapters.running():
         for name, headers, query in _cases(token):
             for adapter in ADAPTERS:
-                expected = world.verdict(_core_view(adapter, headers), query)
+                expected = _expected(world, adapter, headers, query)
                 reply = await adapters.send(adapter, headers, query)
                 check_reply(adapter, reply, token_parts(token))
                 if reply.status != expected:
@@ -128,7 +139,7 @@ async def test_any_authorization_and_query(world: World) -> None:
         for values, query in seen:
             headers = [(b"authorization", v) for v in values]
             for adapter in ADAPTERS:
-                expected = world.verdict(_core_view(adapter, headers), query)
+                expected = _expected(world, adapter, headers, query)
                 reply = await adapters.send(adapter, headers, query)
                 check_reply(adapter, reply)
                 if reply.status != expected:

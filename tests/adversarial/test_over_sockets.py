@@ -13,7 +13,7 @@ import pytest
 
 from entra_mw.testing import FakeClock, FakeEntra
 
-from ._adapters import ADAPTERS, INITIALIZE, PATHS, Adapters, World, make_world
+from ._adapters import ADAPTERS, INITIALIZE, PATHS, Adapters, World, django_settings, make_world
 from ._rules import ALLOWED
 from ._servers import RawReply, raw, request, uvicorn_server, werkzeug_server
 
@@ -35,6 +35,7 @@ def world(fake_entra: FakeEntra, fake_clock: FakeClock) -> Iterator[World]:
 def ports(world: World) -> Iterator[dict[str, int]]:
     adapters = Adapters(world)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(django_settings(world))
         out = {name: stack.enter_context(uvicorn_server(app)) for name, app in adapters.asgi.items() if name != "mcp"}
         # The MCP app's lifespan runs the SDK's session manager.
         out["mcp"] = stack.enter_context(uvicorn_server(adapters.asgi["mcp"], lifespan="on"))
