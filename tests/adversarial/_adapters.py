@@ -319,7 +319,14 @@ async def call_asgi(
     return Reply(status, out_headers, bytes(out))
 
 
-def call_wsgi(app: WSGIApp, path: str, headers: Headers = (), query: bytes = b"", method: str = "GET") -> Reply:
+def call_wsgi(
+    app: WSGIApp,
+    path: str,
+    headers: Headers = (),
+    query: bytes = b"",
+    method: str = "GET",
+    environ_extra: dict[str, Any] | None = None,
+) -> Reply:
     """As a server builds the environ (PEP 3333): header bytes read as latin-1, repeated headers folded into one
     comma-separated value (what wsgiref, werkzeug and gunicorn do)."""
     environ: dict[str, Any] = {
@@ -344,6 +351,7 @@ def call_wsgi(app: WSGIApp, path: str, headers: Headers = (), query: bytes = b""
         key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
         text = value.decode("latin-1")
         environ[key] = f"{environ[key]},{text}" if key in environ else text
+    environ.update(environ_extra or {})
     status = 0
     out_headers: list[tuple[str, str]] = []
 

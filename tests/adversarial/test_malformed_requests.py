@@ -5,6 +5,7 @@ malformed request, 401 with a bare challenge for a missing token), and keep the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from entra_mw.testing import FakeClock, FakeEntra
 
-from ._adapters import ADAPTERS, WSGI_ADAPTERS, Adapters, Headers, World, folded, make_world
+from ._adapters import ADAPTERS, PATHS, WSGI_ADAPTERS, Adapters, Headers, World, call_wsgi, folded, make_world
 from ._rules import check_reply, token_parts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -98,7 +99,8 @@ def _core_view(adapter: str, headers: Headers) -> bytes | list[bytes] | None:
     return values[0] if len(values) == 1 else values
 
 
-async def test_malformed_requests_through_every_adapter(world: World) -> None:
+async def test_malformed_requests_through_every_adapter(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     token = world.user_token("Tools.Use")
     adapters = Adapters(world)
     mismatches: list[str] = []
@@ -111,6 +113,9 @@ async def test_malformed_requests_through_every_adapter(world: World) -> None:
                 if reply.status != expected:
                     mismatches.append(f"{adapter}: {name}: {reply.status} (core {expected})")
     assert not mismatches, "\n".join(mismatches)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for part in token_parts(token):
+        assert part not in logged
 
 
 _SETTINGS = settings(
@@ -145,3 +150,23 @@ async def test_any_authorization_and_query(world: World) -> None:
                 if reply.status != expected:
                     mismatches.append(f"{adapter}: {values!r} {query!r}: {reply.status} (core {expected})")
     assert not mismatches, "\n".join(mismatches[:30])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("Bearer ĀĀĀĀ", id="above-latin-1"),
+        pytest.param("Bearer abc\udcff\udcfe", id="surrogate-escaped"),
+        pytest.param("Bearer 令牌", id="cjk"),
+    ],
+)
+async def test_wsgi_servers_that_decode_headers_beyond_latin_1(world: World, value: str) -> None:
+    """PEP 3333 says latin-1, but some servers hand over text decoded otherwise (UTF-8, surrogateescape): such a
+    value is malformed, never a crash."""
+    adapters = Adapters(world)
+    async with adapters.running():
+        for adapter in WSGI_ADAPTERS:
+            extra = {"HTTP_AUTHORIZATION": value}
+            reply = call_wsgi(adapters.wsgi[adapter], PATHS[adapter], environ_extra=extra)
+            check_reply(adapter, reply)
+            assert reply.status == 400, (adapter, reply.status, reply.body[:200])
