@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -113,3 +114,31 @@ async def test_mutated_tokens_get_one_verdict(world: World, caplog: pytest.LogCa
     assert token not in logged
     for candidate in mutated:
         assert candidate not in logged
+
+
+_ODD_VALUES: list[Any] = [123, 1.5, True, None, [], ["a"], {"a": 1}, "", "x" * 3000, "令牌"]
+_OTHER_CLAIMS = ["sub", "oid", "azp", "appid", "name", "preferred_username", "idtyp", "xms_par_app_azp", "uti"]
+
+
+async def test_validly_signed_tokens_with_odd_claim_types(world: World) -> None:
+    """Claims the core does not decide on, with any JSON type: still one verdict everywhere (the MCP SDK's
+    ``AccessToken`` and DRF's user are built from them), never a 500."""
+    claims = world.claims()
+    header = {"typ": "JWT", "alg": "RS256", "kid": world.fake.current_kid}
+    adapters = Adapters(world)
+    mismatches: list[str] = []
+    async with adapters.running():
+        for name in _OTHER_CLAIMS:
+            for value in _ODD_VALUES:
+                body = {k: v for k, v in claims.items() if k != name}
+                if value is not None:
+                    body[name] = value
+                token = world.fake.mint_raw(header, body)
+                value_header = f"Bearer {token}".encode()
+                expected = world.verdict(value_header)
+                for adapter in ADAPTERS:
+                    reply = await adapters.send(adapter, [(b"authorization", value_header)])
+                    check_reply(adapter, reply)
+                    if reply.status != expected:
+                        mismatches.append(f"{adapter}: {name}={value!r:.30}: {reply.status} (core {expected})")
+    assert not mismatches, "\n".join(mismatches[:20])
