@@ -519,7 +519,15 @@ class Acquirer:
                 )
             return self._mi_http
 
-    def _new_app(self, client_id: str, tenant: str, credential: str | Mapping[str, Any]) -> Any:
+    def web_app(self, token_cache: Any) -> Any:
+        """An MSAL application for web sign-in (authorization code, silent refresh) with the current credential
+        and ``token_cache``, the signed-in user's own cache (``None``: a throwaway one)."""
+        cred = self._chain.current()
+        return self._new_app(self.config.client_id, self.config.tenant_id, cred.value, token_cache=token_cache)
+
+    def _new_app(
+        self, client_id: str, tenant: str, credential: str | Mapping[str, Any], *, token_cache: Any = None
+    ) -> Any:
         import msal
 
         from .._version import __version__
@@ -532,7 +540,7 @@ class Acquirer:
             # The instance is configured explicitly; FakeEntra on 127.0.0.1 and sovereign hosts need no
             # central validation (spec §5.5).
             instance_discovery=False,
-            token_cache=AppTokenCache(self._clock),
+            token_cache=token_cache if token_cache is not None else AppTokenCache(self._clock),
             http_client=self._msal_http,
             http_cache=NoThrottleHttpCache(),
             app_name="entra-mw",
