@@ -15,6 +15,7 @@ from ._context import AuthContext
 from ._engine import EntraAuth
 from ._principal import Principal
 from ._requirements import Requirement
+from ._signin import MemorySessionStore, SignInError, SignInRequired, User, WebSignIn
 from ._version import __version__
 from .credentials import (
     AssertionCallback,
@@ -64,12 +65,17 @@ __all__ = [
     "InvalidRequest",
     "InvalidToken",
     "ManagedIdentityAssertion",
+    "MemorySessionStore",
     "MissingToken",
     "Principal",
     "ProviderUnavailable",
     "Requirement",
+    "SignInError",
+    "SignInRequired",
     "SignedAssertionFile",
     "TokenAcquisitionError",
+    "User",
+    "WebSignIn",
     "__version__",
 ]
 

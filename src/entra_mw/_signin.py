@@ -2,29 +2,35 @@
 ``nonce``), keeps their tokens on the server, and gets API tokens for them silently.
 
 MSAL is the protocol engine (``initiate_auth_code_flow`` / ``acquire_token_by_auth_code_flow`` check ``state``,
-the PKCE verifier and the ID token's ``nonce``); this module decides everything else, once for every framework:
+send the PKCE verifier and check the ID token's ``nonce``, ``aud`` and ``iss``); this module decides everything
+else, once for every framework:
 
 - what is kept where: the browser holds only opaque random ids (a short-lived *pending* id between login and
-  callback, then a *session* id); the flow, the user's claims and MSAL's token cache (with the refresh token) stay
-  in a server-side :class:`SessionStore`, never in a cookie;
-- the session id is new at every sign-in (no fixation) and dropped at sign-out;
+  callback, then a *session* id); the flow (with the PKCE verifier), the user's claims and MSAL's token cache
+  (with the refresh token) stay in a server-side :class:`SessionStore`, never in a cookie;
+- the pending record is single-use (taken atomically), and the session id is new at every sign-in (no fixation)
+  and forgotten at sign-out;
 - where a user may be sent back to: only a path of this app (:func:`safe_next`);
-- cookie attributes: ``HttpOnly``, ``SameSite=Lax``, ``Secure`` unless the app is served on loopback.
+- cookie attributes: ``HttpOnly``, ``SameSite=Lax``, ``Path=/`` and ``Secure`` unless the app is served on
+  loopback (:func:`cookie_attributes`);
+- logout is a POST from this app's own pages (:func:`same_origin`), so a link or an image elsewhere cannot sign
+  a user out.
 
-Adapters (``entra_mw.contrib.flask`` ...) translate: read the cookie and the callback parameters, call
-:class:`WebSignIn`, set cookies, redirect.
+Adapters (``entra_mw.contrib.flask``, ``entra_mw.contrib.starlette``, ``entra_mw.contrib.django``) translate: read
+the cookie and the callback parameters, call :class:`WebSignIn`, set cookies, redirect.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from ._clock import Clock, SystemClock
@@ -34,28 +40,56 @@ if TYPE_CHECKING:
     from ._engine import EntraAuth
 
 __all__ = [
+    "ANONYMOUS",
+    "PENDING_COOKIE",
+    "SESSION_COOKIE",
     "MemorySessionStore",
     "SessionStore",
     "SignInError",
     "SignInRequired",
     "SignInStart",
     "SignedIn",
+    "User",
     "WebSignIn",
     "cookie_attributes",
     "safe_next",
+    "same_origin",
 ]
 
 logger = logging.getLogger("entra_mw.signin")
+_T = TypeVar("_T")
+
+#: The cookie holding the session id (opaque, random; the session itself is on the server).
+SESSION_COOKIE: Final = "entra_mw_session"
+#: The cookie binding a callback to the browser that started the sign-in (opaque, random, 10 minutes).
+PENDING_COOKIE: Final = "entra_mw_signin"
 
 #: Claims of the ID token kept for the session (what an app shows or keys on; never the whole token).
-_USER_CLAIMS = ("oid", "tid", "sub", "name", "preferred_username", "email", "roles", "groups", "idp", "ver")
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+_USER_CLAIMS: Final = (
+    "oid",
+    "tid",
+    "sub",
+    "name",
+    "preferred_username",
+    "email",
+    "login_hint",
+    "roles",
+    "groups",
+    "idp",
+    "ver",
+)
+_LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+_MAX_ID: Final = 128
+_LOCK_STRIPES: Final = 64
+_MAX_PARAM: Final = 8192
 
 
 class SignInError(EntraError):
-    """The sign-in could not be completed: Entra answered with an error, the callback did not match a sign-in
-    started here (missing or expired pending id, wrong ``state``), or the code was refused. Renders as a 400
-    (401 when Entra refused the user) with a description safe to show."""
+    """The sign-in could not be completed: the callback does not belong to a sign-in started from this browser
+    (no or expired pending id, wrong ``state``), Entra answered with an error (wrong user, consent declined),
+    the code was refused (replayed, expired, PKCE verifier missing or wrong) or the ID token did not match
+    (``nonce``). Renders as 400 (401 when Entra refused the user, 403 for a tenant not allowed, 502/503 when
+    Entra could not be used) with a description safe to show."""
 
     status_code = 400
     error = "sign_in_failed"
@@ -66,26 +100,30 @@ class SignInError(EntraError):
 
 
 class SignInRequired(EntraError):
-    """No signed-in user, or the user's session can no longer get tokens silently (refresh token expired or
-    revoked, consent withdrawn): the adapter sends the browser to sign in again."""
+    """No signed-in user, or the session can no longer get tokens silently (refresh token expired or revoked,
+    consent withdrawn): adapters send the browser to sign in again, then back."""
 
     status_code = 401
     error = "login_required"
 
 
 class SessionStore(Protocol):
-    """Where sessions live on the server. Values are opaque bytes; ``ttl`` is in seconds."""
+    """Where sign-in state lives on the server. Values are opaque bytes; ``ttl`` is in seconds. ``take`` reads
+    and deletes in one step (a pending sign-in is used once, even by two callbacks at the same moment)."""
 
     def get(self, key: str) -> bytes | None: ...
 
     def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    def take(self, key: str) -> bytes | None: ...
 
     def delete(self, key: str) -> None: ...
 
 
 class MemorySessionStore:
     """An in-process :class:`SessionStore`: bounded (least recently used go first), entries expire on the
-    clock. Good for one process; several replicas need a shared store (Redis)."""
+    engine's clock. Good for one process; several replicas need a shared store
+    (:class:`~entra_mw._signin_redis.RedisSessionStore`)."""
 
     def __init__(self, *, max_entries: int = 10_000, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
@@ -111,6 +149,13 @@ class MemorySessionStore:
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
 
+    def take(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._data.pop(key, None)
+        if entry is None or entry[0] <= self._clock.monotonic():
+            return None
+        return entry[1]
+
     def delete(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)
@@ -120,31 +165,86 @@ class MemorySessionStore:
 
 
 @dataclass(frozen=True, slots=True)
+class User:
+    """The signed-in user as the ID token described them (a few claims, kept with the session), or the
+    anonymous user (no claims): ``if user:`` and ``user.is_authenticated`` say which.
+
+    ::
+
+        if current_user:
+            greeting = f"Hello {current_user.name} ({current_user.username})"
+    """
+
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_authenticated(self) -> bool:
+        return bool(self.claims.get("oid"))
+
+    def __bool__(self) -> bool:
+        return self.is_authenticated
+
+    @property
+    def oid(self) -> str | None:
+        """The user's object id in their tenant (stable: key your data on ``(tid, oid)``)."""
+        return _str_claim(self.claims, "oid")
+
+    @property
+    def tid(self) -> str | None:
+        return _str_claim(self.claims, "tid")
+
+    @property
+    def name(self) -> str | None:
+        return _str_claim(self.claims, "name")
+
+    @property
+    def username(self) -> str | None:
+        """``preferred_username``: for display only, never for authorization (it can change)."""
+        return _str_claim(self.claims, "preferred_username")
+
+
+#: The user of a request without a session.
+ANONYMOUS: Final = User()
+
+
+def _str_claim(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SignInStart:
-    """Where to send the browser (``url``, the tenant's authorize endpoint) and the pending id to keep in a
-    cookie until the callback."""
+    """Where to send the browser (``url``, the tenant's authorize endpoint) and the pending id to keep in the
+    :data:`PENDING_COOKIE` until the callback."""
 
     url: str
-    pending_id: str
+    pending_id: str = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SignedIn:
-    """A completed sign-in: the new session id (set it as the session cookie), the user's claims and the path
-    to return to."""
+    """A completed sign-in: the new session id (set it as the :data:`SESSION_COOKIE`), the user's claims and
+    the path of this app to return to."""
 
-    session_id: str
-    claims: Mapping[str, Any]
+    session_id: str = field(repr=False)
+    user: User
     next_path: str
 
 
 def safe_next(value: object, default: str = "/") -> str:
     """``value`` when it is a path of this app (``/orders?id=1``), else ``default``. Refuses absolute and
-    scheme-relative URLs (``https://evil``, ``//evil``, ``/\\evil``), control characters and anything that is
-    not a string, so a ``next`` parameter can never send a user off-site."""
+    scheme-relative URLs (``https://evil``, ``//evil``, ``/\\evil``), control characters, whitespace and anything
+    that is not a string, so a ``next`` parameter can never send a user off-site.
+
+    ::
+
+        assert safe_next("/orders?id=1") == "/orders?id=1"
+        assert safe_next("//evil.example/") == "/"
+    """
     if not isinstance(value, str) or not value.startswith("/") or len(value) > 2048:
         return default
-    if value.startswith(("//", "/\\")) or "\\" in value:
+    # Browsers read "\" as "/" and drop tabs and newlines inside URLs: "/\evil" and "/\t/evil" are "//evil".
+    if value.startswith("//") or "\\" in value:
         return default
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
         return default
@@ -154,22 +254,60 @@ def safe_next(value: object, default: str = "/") -> str:
     return value
 
 
-def cookie_attributes(host: str | None, *, max_age: int | None = None) -> dict[str, Any]:
-    """The attributes of every cookie web sign-in sets, given the request's host (``Host`` header, with or
-    without a port): ``HttpOnly``, ``SameSite=Lax``, ``Path=/`` and ``Secure`` unless the host is loopback (a
-    laptop on ``http://localhost``)."""
+def _host_name(host: str | None) -> str:
     name = (host or "").strip().lower()
     if name.startswith("["):
-        name = name.split("]", 1)[0] + "]"
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
+        return name.split("]", 1)[0] + "]"
+    if name.count(":") == 1:
+        return name.split(":", 1)[0]
+    return name
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a ``Host`` value (with or without a port) names this machine (``localhost``, ``127.0.0.1``,
+    ``[::1]``)."""
+    return _host_name(host) in _LOOPBACK
+
+
+def cookie_attributes(host: str | None, *, max_age: int | None = None, cross_site_post: bool = False) -> dict[str, Any]:
+    """The attributes of every cookie web sign-in sets, given the request's ``Host``: ``HttpOnly``,
+    ``SameSite=Lax``, ``Path=/`` and ``Secure`` unless the host is loopback (a laptop on ``http://localhost``).
+
+    ``cross_site_post=True`` is for the pending cookie of a ``form_post`` sign-in: Entra's page posts the answer
+    from another site, and browsers send only ``SameSite=None; Secure`` cookies with such a post.
+
+    ::
+
+        assert cookie_attributes("app.contoso.com")["secure"] is True
+        assert cookie_attributes("localhost:5000")["secure"] is False
+    """
     return {
         "httponly": True,
-        "samesite": "Lax",
-        "secure": name not in _LOOPBACK,
+        "samesite": "None" if cross_site_post else "Lax",
+        "secure": True if cross_site_post else not is_loopback(host),
         "path": "/",
         "max_age": max_age,
     }
+
+
+def same_origin(*, host: str | None, origin: str | None, fetch_site: str | None = None) -> bool:
+    """Whether a state-changing request (logout) comes from this app's own pages: the ``Origin`` header, when
+    sent, names this host, and ``Sec-Fetch-Site``, when sent, is ``same-origin`` (or ``none``: typed by the user).
+    Browsers send ``Origin`` with every POST, so a form on another site is refused.
+
+    ::
+
+        assert same_origin(host="app.contoso.com", origin="https://app.contoso.com")
+        assert not same_origin(host="app.contoso.com", origin="https://evil.example")
+    """
+    if fetch_site is not None and fetch_site.strip().lower() not in ("same-origin", "none"):
+        return False
+    if origin is None:
+        return True
+    origin = origin.strip()
+    if origin == "null" or not host:
+        return False
+    return urlsplit(origin).netloc.lower() == host.strip().lower()
 
 
 class WebSignIn:
@@ -180,13 +318,17 @@ class WebSignIn:
 
         signin = WebSignIn(auth, scopes=["api://weather/Weather.Read"])
         start = signin.start(redirect_uri="http://localhost:5000/auth/callback", next_path="/forecast")
-        # browser → start.url; keep start.pending_id in a cookie
-        done = signin.finish(pending_id, request_params)      # at the callback
+        # browser → start.url; keep start.pending_id in the PENDING_COOKIE
+        done = signin.finish(pending_id, callback_params)     # at the redirect URI
+        # keep done.session_id in the SESSION_COOKIE, redirect to done.next_path
         header = signin.authorization_header(done.session_id, scopes=["api://weather/Weather.Read"])
 
-    ``scopes``: delegated scopes to ask consent for at sign-in (``openid profile offline_access`` are always
-    added by MSAL). ``store``: a :class:`SessionStore` (in memory by default). ``response_mode``: ``"query"``
-    (default) or ``"form_post"``.
+    ``scopes``: delegated scopes to ask consent for at sign-in (MSAL adds ``openid profile offline_access``).
+    ``store``: a :class:`SessionStore` (in memory by default; Redis for several replicas). ``response_mode``:
+    ``"form_post"`` (default: the code travels in a POST body, never in a URL, a history entry or a ``Referer``,
+    as RFC 9700 §4.3.1 advises; the pending cookie is then ``SameSite=None; Secure``, which browsers also accept
+    from ``http://localhost``) or ``"query"`` (MSAL warns about it). ``session_ttl``: seconds a session lives
+    without use; ``pending_ttl``: seconds a started sign-in may take.
     """
 
     def __init__(
@@ -195,22 +337,37 @@ class WebSignIn:
         *,
         scopes: Sequence[str] = (),
         store: SessionStore | None = None,
-        response_mode: str = "query",
+        response_mode: str = "form_post",
         session_ttl: float = 8 * 3600.0,
         pending_ttl: float = 600.0,
     ) -> None:
         if response_mode not in ("query", "form_post"):
             raise ValueError("response_mode must be 'query' or 'form_post'")
-        self._auth = auth
+        if isinstance(scopes, str):
+            raise TypeError("scopes is a sequence of scopes, not one string")
+        self.auth = auth
         self.scopes = tuple(scopes)
         self.store: SessionStore = store if store is not None else MemorySessionStore(clock=auth.clock)
         self.response_mode = response_mode
-        self.session_ttl = session_ttl
-        self.pending_ttl = pending_ttl
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self.session_ttl = float(session_ttl)
+        self.pending_ttl = float(pending_ttl)
+        # One refresh at a time per session (striped: bounded, and sessions rarely collide).
+        self._locks = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
 
-    # -- the flow ----------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"WebSignIn(client_id={self.auth.config.client_id!r}, scopes={list(self.scopes)!r})"
+
+    # -- cookies -------------------------------------------------------------------------------------------
+
+    def session_cookie(self, host: str | None) -> dict[str, Any]:
+        """Attributes of the session cookie for a request to ``host``."""
+        return cookie_attributes(host, max_age=int(self.session_ttl))
+
+    def pending_cookie(self, host: str | None) -> dict[str, Any]:
+        """Attributes of the pending cookie for a request to ``host``."""
+        return cookie_attributes(host, max_age=int(self.pending_ttl), cross_site_post=self.response_mode == "form_post")
+
+    # -- the flow ------------------------------------------------------------------------------------------
 
     def start(
         self,
@@ -221,140 +378,284 @@ class WebSignIn:
         login_hint: str | None = None,
     ) -> SignInStart:
         """Begin a sign-in: the authorize URL (with ``state``, ``nonce`` and a PKCE S256 challenge) and the
-        pending id that binds the callback to this browser."""
+        pending id that binds the callback to this browser. Raises :class:`SignInError` (503) when Entra's
+        metadata cannot be had."""
         app = self._app(None)
-        flow = app.initiate_auth_code_flow(
-            list(self.scopes),
-            redirect_uri=redirect_uri,
-            prompt=prompt,
-            login_hint=login_hint,
-            response_mode=self.response_mode if self.response_mode != "query" else None,
-        )
+        try:
+            flow = app.initiate_auth_code_flow(
+                list(self.scopes),
+                redirect_uri=redirect_uri,
+                prompt=prompt,
+                login_hint=login_hint,
+                response_mode=self.response_mode,
+            )
+        except Exception as exc:  # noqa: BLE001 - classified below; anything else re-raised
+            raise _unavailable(exc) from None
         pending_id = secrets.token_urlsafe(32)
         record = {"flow": flow, "next": safe_next(next_path)}
         self.store.set(_pending_key(pending_id), json.dumps(record).encode(), self.pending_ttl)
         return SignInStart(url=str(flow["auth_uri"]), pending_id=pending_id)
 
+    async def astart(
+        self,
+        *,
+        redirect_uri: str,
+        next_path: object = None,
+        prompt: str | None = None,
+        login_hint: str | None = None,
+    ) -> SignInStart:
+        """Async twin of :meth:`start` (MSAL may fetch the tenant's metadata: off the event loop)."""
+        import functools
+
+        call = functools.partial(
+            self.start, redirect_uri=redirect_uri, next_path=next_path, prompt=prompt, login_hint=login_hint
+        )
+        return await _off_loop(self, call)
+
     def finish(self, pending_id: str | None, params: Mapping[str, str]) -> SignedIn:
-        """Complete a sign-in at the callback with the parameters Entra sent (query or form). The pending
-        record is single-use. Raises :class:`SignInError`."""
-        if not pending_id or not isinstance(pending_id, str):
-            raise SignInError("No sign-in was started from this browser, or it expired.", reason="no_pending")
-        key = _pending_key(pending_id)
-        raw = self.store.get(key)
-        self.store.delete(key)
-        if raw is None:
-            raise SignInError("No sign-in was started from this browser, or it expired.", reason="no_pending")
-        record = json.loads(raw)
+        """Complete a sign-in at the callback with the parameters Entra sent (query or form). The pending record
+        is used once. Raises :class:`SignInError`."""
+        record = self._take_pending(pending_id)
         flow: dict[str, Any] = record["flow"]
-        answer = {str(k): str(v) for k, v in params.items()}
-        if answer.get("state") != flow.get("state"):
+        answer = _callback_params(params)
+        if not secrets.compare_digest(str(answer.get("state", "")), str(flow.get("state", ""))):
+            logger.info("sign-in callback refused reason=state")
             raise SignInError("The sign-in response does not match the sign-in that was started.", reason="state")
         if "error" in answer:
             logger.info("sign-in refused by the identity provider error=%s", answer.get("error"))
             raise SignInError(
                 _first_line(answer.get("error_description") or answer["error"]), reason="idp_error", status_code=401
             )
+        if not answer.get("code"):
+            raise SignInError("The sign-in response carries no authorization code.", reason="no_code")
         cache = _new_cache()
         app = self._app(cache)
-        try:
-            result = app.acquire_token_by_auth_code_flow(flow, answer, scopes=list(self.scopes) or None)
-        except ValueError as exc:
-            # MSAL raises ValueError for a state mismatch or a flow it cannot continue.
-            logger.info("sign-in response refused: %s", type(exc).__name__)
-            raise SignInError("The sign-in response could not be used.", reason="bad_response") from None
-        if not isinstance(result, dict) or "error" in result:
-            error = result.get("error") if isinstance(result, dict) else None
-            logger.info("authorization code refused error=%s", error)
-            description = result.get("error_description") if isinstance(result, dict) else None
-            raise SignInError(_first_line(description or "The sign-in could not be completed."), reason="code_refused")
-        id_claims = result.get("id_token_claims") or {}
+        result = self._redeem(app, flow, answer)
+        id_claims = result.get("id_token_claims")
+        if not isinstance(id_claims, dict) or not id_claims.get("oid") or not id_claims.get("tid"):
+            logger.info("sign-in refused reason=id_token")
+            raise SignInError("The sign-in did not return a usable ID token.", reason="id_token")
+        allowed = self.auth.config.allowed_tenants
+        if allowed is not None and str(id_claims["tid"]).lower() not in allowed:
+            logger.info("sign-in refused reason=tenant tid=%s", id_claims["tid"])
+            raise SignInError("Users of this organization cannot sign in here.", reason="tenant", status_code=403)
         claims = {k: id_claims[k] for k in _USER_CLAIMS if k in id_claims}
-        account = id_claims.get("oid", "") + "." + id_claims.get("tid", "") if id_claims.get("oid") else None
         session_id = secrets.token_urlsafe(32)
+        account = f"{id_claims['oid']}.{id_claims['tid']}"
         self._save(session_id, {"claims": claims, "account": account, "cache": cache.serialize()})
         logger.info("user signed in oid=%s tid=%s", claims.get("oid"), claims.get("tid"))
-        return SignedIn(session_id=session_id, claims=claims, next_path=str(record.get("next") or "/"))
+        return SignedIn(session_id=session_id, user=User(claims), next_path=str(record.get("next") or "/"))
 
-    def user(self, session_id: str | None) -> Mapping[str, Any] | None:
-        """The signed-in user's claims, or ``None``."""
+    async def afinish(self, pending_id: str | None, params: Mapping[str, str]) -> SignedIn:
+        """Async twin of :meth:`finish` (the code is redeemed off the event loop)."""
+        import functools
+
+        return await _off_loop(self, functools.partial(self.finish, pending_id, dict(params)))
+
+    def user(self, session_id: str | None) -> User:
+        """The user signed in with ``session_id``, or :data:`ANONYMOUS`."""
         session = self._load(session_id)
-        return None if session is None else session["claims"]
+        return ANONYMOUS if session is None else User(session["claims"])
+
+    async def auser(self, session_id: str | None) -> User:
+        """Async twin of :meth:`user` (a shared store is read off the event loop)."""
+        if isinstance(self.store, MemorySessionStore):
+            return self.user(session_id)
+        import functools
+
+        return await _off_loop(self, functools.partial(self.user, session_id))
 
     def sign_out(self, session_id: str | None, *, post_logout_redirect_uri: str | None = None) -> str:
-        """Forget the session on the server and return the tenant's logout URL to send the browser to."""
-        if session_id:
+        """Forget the session on the server (its tokens with it) and return the tenant's logout URL, where the
+        browser ends its Entra session too. ``post_logout_redirect_uri`` must be one of the app's registered
+        redirect URIs for Entra to send the browser back."""
+        if session_id and isinstance(session_id, str) and len(session_id) <= _MAX_ID:
             self.store.delete(_session_key(session_id))
-        config = self._auth.config
-        url = f"{config.authority}/oauth2/v2.0/logout"
+        query = {"client_id": self.auth.config.client_id}
         if post_logout_redirect_uri:
-            url += "?" + urlencode({"post_logout_redirect_uri": post_logout_redirect_uri})
-        return url
+            query["post_logout_redirect_uri"] = post_logout_redirect_uri
+        return f"{self.auth.config.authority}/oauth2/v2.0/logout?{urlencode(query)}"
 
-    # -- tokens for the signed-in user -------------------------------------------------------------------
+    async def asign_out(self, session_id: str | None, *, post_logout_redirect_uri: str | None = None) -> str:
+        """Async twin of :meth:`sign_out`."""
+        import functools
+
+        call = functools.partial(self.sign_out, session_id, post_logout_redirect_uri=post_logout_redirect_uri)
+        if isinstance(self.store, MemorySessionStore):
+            return call()
+        return await _off_loop(self, call)
+
+    # -- tokens for the signed-in user ---------------------------------------------------------------------
 
     def authorization_header(self, session_id: str | None, *, scopes: Sequence[str]) -> str:
-        """``"Bearer …"`` for the signed-in user and ``scopes``, from the session's tokens (refreshed with its
-        refresh token when due; one refresh at a time per session). Raises :class:`SignInRequired`."""
-        token = self.access_token(session_id, scopes=scopes)
-        return f"Bearer {token}"
+        """``"Bearer …"`` for the signed-in user and ``scopes`` (see :meth:`access_token`)."""
+        return f"Bearer {self.access_token(session_id, scopes=scopes)}"
 
-    def access_token(self, session_id: str | None, *, scopes: Sequence[str]) -> str:
-        if not session_id:
+    async def aauthorization_header(self, session_id: str | None, *, scopes: Sequence[str]) -> str:
+        """Async twin of :meth:`authorization_header`."""
+        return f"Bearer {await self.aaccess_token(session_id, scopes=scopes)}"
+
+    def access_token(self, session_id: str | None, *, scopes: Sequence[str], force_refresh: bool = False) -> str:
+        """An access token for the signed-in user and ``scopes``: from the session's own token cache, refreshed
+        with its refresh token when due (one refresh at a time per session). Raises :class:`SignInRequired` when
+        there is no session or it cannot get a token silently any more."""
+        if isinstance(scopes, str) or not scopes:
+            raise TypeError("scopes is a non-empty sequence of scopes")
+        if not session_id or not isinstance(session_id, str) or len(session_id) > _MAX_ID:
             raise SignInRequired("Sign in first.", reason="no_session")
-        with self._lock_for(session_id):
+        with self._locks[hash(session_id) % _LOCK_STRIPES]:
             session = self._load(session_id)
             if session is None:
                 raise SignInRequired("Sign in first.", reason="no_session")
             cache = _new_cache()
             cache.deserialize(session["cache"])
             app = self._app(cache)
-            accounts = app.get_accounts()
-            account = next((a for a in accounts if a.get("home_account_id") == session.get("account")), None)
-            if account is None and accounts:
-                account = accounts[0]
-            result = app.acquire_token_silent(list(scopes), account=account) if account else None
+            account = next((a for a in app.get_accounts() if a.get("home_account_id") == session.get("account")), None)
+            if account is None:
+                raise SignInRequired("Sign in again to continue.", reason="no_account")
+            try:
+                result = app.acquire_token_silent_with_error(list(scopes), account=account, force_refresh=force_refresh)
+            except Exception as exc:  # noqa: BLE001 - classified below; anything else re-raised
+                raise _unavailable(exc) from None
             if cache.has_state_changed:
                 session["cache"] = cache.serialize()
                 self._save(session_id, session)
-        if not result or "access_token" not in result:
-            logger.info("silent token for a signed-in user failed error=%s", (result or {}).get("error"))
+        if not isinstance(result, dict) or "access_token" not in result:
+            error = result.get("error") if isinstance(result, dict) else None
+            logger.info("silent token for a signed-in user failed error=%s", error)
             raise SignInRequired("Sign in again to continue.", reason="silent_failed")
         return str(result["access_token"])
 
-    # -- internals ---------------------------------------------------------------------------------------
+    async def aaccess_token(self, session_id: str | None, *, scopes: Sequence[str], force_refresh: bool = False) -> str:
+        """Async twin of :meth:`access_token` (MSAL runs off the event loop)."""
+        import functools
+
+        call = functools.partial(self.access_token, session_id, scopes=scopes, force_refresh=force_refresh)
+        return await _off_loop(self, call)
+
+    # -- internals -----------------------------------------------------------------------------------------
 
     def _app(self, cache: Any) -> Any:
-        return self._auth.acquirer.web_app(cache)
+        return self.auth.acquirer.web_app(cache)
 
-    def _lock_for(self, session_id: str) -> threading.Lock:
-        with self._locks_guard:
-            lock = self._locks.get(session_id)
-            if lock is None:
-                if len(self._locks) > 10_000:
-                    self._locks.clear()
-                lock = self._locks[session_id] = threading.Lock()
-            return lock
+    def _take_pending(self, pending_id: str | None) -> dict[str, Any]:
+        raw = None
+        if pending_id and isinstance(pending_id, str) and len(pending_id) <= _MAX_ID:
+            raw = self.store.take(_pending_key(pending_id))
+        if raw is None:
+            logger.info("sign-in callback refused reason=no_pending")
+            raise SignInError(
+                "No sign-in was started from this browser, or it expired. Sign in again.", reason="no_pending"
+            )
+        record: dict[str, Any] = json.loads(raw)
+        return record
+
+    def _redeem(self, app: Any, flow: dict[str, Any], answer: dict[str, str]) -> dict[str, Any]:
+        from msal.oauth2cli.oidc import IdTokenError
+
+        try:
+            result = app.acquire_token_by_auth_code_flow(flow, answer, scopes=list(self.scopes) or None)
+        except IdTokenError as exc:
+            logger.info("sign-in refused reason=id_token check=%s", type(exc).__name__)
+            raise SignInError("The ID token does not match this sign-in.", reason="id_token") from None
+        except RuntimeError as exc:
+            # MSAL's OIDC client raises a bare RuntimeError when the ID token's nonce is not this sign-in's.
+            if "nonce" not in str(exc):
+                raise
+            logger.info("sign-in refused reason=nonce")
+            raise SignInError("The ID token does not match this sign-in.", reason="nonce") from None
+        except ValueError as exc:
+            # MSAL raises ValueError for a state or nonce mismatch (never logged: the message holds both values).
+            if "nonce" in str(exc):
+                logger.info("sign-in refused reason=nonce")
+                raise SignInError("The ID token does not match this sign-in.", reason="nonce") from None
+            if "state" in str(exc):
+                logger.info("sign-in refused reason=state")
+                raise SignInError(
+                    "The sign-in response does not match the sign-in that was started.", reason="state"
+                ) from None
+            raise _unavailable(exc) from None
+        except Exception as exc:  # noqa: BLE001 - classified below; anything else re-raised
+            raise _unavailable(exc) from None
+        if not isinstance(result, dict):
+            raise SignInError(
+                "The identity provider's answer could not be understood.", reason="bad_answer", status_code=502
+            )
+        if "error" in result:
+            logger.info(
+                "authorization code refused error=%s codes=%s correlation_id=%s",
+                result.get("error"),
+                result.get("error_codes"),
+                result.get("correlation_id"),
+            )
+            status = 503 if result.get("error") == "temporarily_unavailable" else 400
+            raise SignInError(
+                _first_line(result.get("error_description") or "The sign-in could not be completed."),
+                reason="code_refused",
+                status_code=status,
+            )
+        return result
 
     def _load(self, session_id: str | None) -> dict[str, Any] | None:
-        if not session_id or not isinstance(session_id, str) or len(session_id) > 128:
+        if not session_id or not isinstance(session_id, str) or len(session_id) > _MAX_ID:
             return None
         raw = self.store.get(_session_key(session_id))
         if raw is None:
             return None
-        value: dict[str, Any] = json.loads(raw)
-        return value
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) and isinstance(value.get("claims"), dict) else None
 
     def _save(self, session_id: str, session: Mapping[str, Any]) -> None:
         self.store.set(_session_key(session_id), json.dumps(session).encode(), self.session_ttl)
 
 
+async def _off_loop(signin: WebSignIn, call: Callable[[], _T]) -> _T:
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(call, limiter=signin.auth.acquirer._limiter())
+
+
+def _unavailable(exc: BaseException) -> EntraError:
+    """An exception from MSAL talking to Entra, as the error to render; a bug is re-raised as itself."""
+    import msal.exceptions
+    import requests
+
+    from .errors import TokenAcquisitionError
+
+    if isinstance(exc, EntraError):
+        return exc
+    if isinstance(exc, requests.RequestException | msal.exceptions.MsalServiceError):
+        logger.warning("sign-in: Entra could not be reached (%s)", type(exc).__name__)
+        return TokenAcquisitionError(
+            "Entra could not be reached; try again shortly.", error="temporarily_unavailable", http_status=None
+        )
+    if isinstance(exc, ValueError | RecursionError):
+        # MSAL parses every answer with json.loads; a broken discovery or token answer lands here.
+        logger.warning("sign-in: Entra's answer could not be understood (%s)", type(exc).__name__)
+        return SignInError(
+            "The identity provider's answer could not be understood.", reason="bad_answer", status_code=502
+        )
+    raise exc
+
+
+def _callback_params(params: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if isinstance(key, str) and isinstance(value, str) and len(value) <= _MAX_PARAM:
+            out[key] = value
+    return out
+
+
 def _pending_key(pending_id: str) -> str:
-    return "signin:pending:" + pending_id
+    return "entra_mw:signin:pending:" + hashlib.sha256(pending_id.encode()).hexdigest()
 
 
 def _session_key(session_id: str) -> str:
-    return "signin:session:" + session_id
+    # The store is keyed by a digest: a store dump (or a Redis MONITOR) shows no usable session id.
+    return "entra_mw:signin:session:" + hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def _new_cache() -> Any:
@@ -364,6 +665,5 @@ def _new_cache() -> Any:
 
 
 def _first_line(text: object) -> str:
-    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
-    return line[:300]
-
+    stripped = str(text).strip()
+    return stripped.splitlines()[0][:300] if stripped else ""

@@ -1,155 +1,186 @@
 """Web sign-in for Flask: the ``login``/``callback``/``logout`` routes, ``@login_required`` and the signed-in
-user, translating :class:`entra_mw._signin.WebSignIn` (which decides everything) into Flask."""
+user, translating :class:`entra_mw.WebSignIn` (which decides everything) into Flask.
+
+::
+
+    from entra_mw import WebSignIn
+    from entra_mw.contrib._flask_signin import current_user, init_sign_in, login_required
+
+    init_sign_in(app, WebSignIn(auth, scopes=["api://weather/Weather.Read"]))
+
+    @app.get("/")
+    @login_required
+    def home():
+        return f"Hello {current_user.name}"
+
+Routes (under ``url_prefix``, ``/auth`` by default; endpoint names ``entra_mw_signin.login`` ...):
+``GET login?next=/path``, ``GET|POST callback`` (the redirect URI to register in Entra: ``…/auth/callback``),
+``POST logout`` (from this app's own pages only; a GET is 405, so a link or an image elsewhere cannot sign
+users out). State lives in ``app.extensions["entra_mw.signin"]``; the request's user in ``g._entra_mw_user``.
+"""
 
 from __future__ import annotations
 
 import functools
+import html
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar, cast
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar, cast
 
-from flask import Blueprint, Flask, abort, current_app, g, redirect, request, url_for
+from flask import Blueprint, Flask, current_app, g, redirect, request, url_for
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
-from .._signin import SignInError, SignInRequired, WebSignIn, cookie_attributes, safe_next
+from .._signin import ANONYMOUS, PENDING_COOKIE, SESSION_COOKIE, User, WebSignIn, safe_next, same_origin
+from ..errors import EntraError
 
-__all__ = ["SignInRoutes", "current_user", "login_required"]
+__all__ = ["current_user", "init_sign_in", "login_required", "sign_in_of", "user_authorization_header"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _EXTENSION_KEY = "entra_mw.signin"
-SESSION_COOKIE = "entra_mw_session"
-PENDING_COOKIE = "entra_mw_pending"
+_BLUEPRINT = "entra_mw_signin"
 
 
-class SignInRoutes:
-    """Registers the sign-in blueprint on an app and keeps the :class:`WebSignIn` in
-    ``app.extensions["entra_mw.signin"]``.
-
-    ::
-
-        SignInRoutes(WebSignIn(auth, scopes=["api://weather/Weather.Read"])).init_app(app)
-
-    Routes (under ``url_prefix``, ``/auth`` by default): ``GET login?next=/path``, ``GET|POST callback`` (the
-    redirect URI to register in Entra), ``POST logout`` (a GET is refused: a link or an image on another site
-    must not sign users out).
-    """
-
-    def __init__(self, signin: WebSignIn, *, url_prefix: str = "/auth", after_logout: str = "/") -> None:
-        self.signin = signin
-        self.url_prefix = url_prefix.rstrip("/")
-        self.after_logout = safe_next(after_logout)
-
-    def init_app(self, app: Flask) -> None:
-        app.extensions[_EXTENSION_KEY] = self
-        blueprint = Blueprint("entra_mw_signin", __name__, url_prefix=self.url_prefix)
-        blueprint.add_url_rule("/login", "login", _login, methods=["GET"])
-        blueprint.add_url_rule("/callback", "callback", _callback, methods=["GET", "POST"])
-        blueprint.add_url_rule("/logout", "logout", _logout, methods=["POST"])
-        app.register_blueprint(blueprint)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SignInState:
+    signin: WebSignIn
+    after_logout: str
 
 
-def _routes() -> SignInRoutes:
-    routes = current_app.extensions.get(_EXTENSION_KEY)
-    if not isinstance(routes, SignInRoutes):
-        raise RuntimeError("web sign-in is not set up on this app: call SignInRoutes(...).init_app(app) first")
-    return routes
+def init_sign_in(app: Flask, signin: WebSignIn, *, url_prefix: str = "/auth", after_logout: str = "/") -> None:
+    """Register the sign-in routes on ``app`` (see the module docstring). ``after_logout``: the path of this
+    app Entra sends the browser back to after sign-out (register ``{origin}{after_logout}`` as a redirect URI
+    too)."""
+    if _EXTENSION_KEY in app.extensions:
+        raise RuntimeError("web sign-in is already set up on this app")
+    app.extensions[_EXTENSION_KEY] = _SignInState(signin=signin, after_logout=safe_next(after_logout))
+    blueprint = Blueprint(_BLUEPRINT, __name__, url_prefix=url_prefix.rstrip("/") or None)
+    blueprint.add_url_rule("/login", "login", _login, methods=["GET"])
+    blueprint.add_url_rule("/callback", "callback", _callback, methods=["GET", "POST"])
+    blueprint.add_url_rule("/logout", "logout", _logout, methods=["POST"])
+    app.register_blueprint(blueprint)
 
 
-def _set_cookie(response: Response, name: str, value: str, max_age: int | None) -> None:
-    attrs = cookie_attributes(request.host, max_age=max_age)
-    response.set_cookie(name, value, **attrs)
+def sign_in_of(app: Flask | None = None) -> WebSignIn:
+    """The :class:`WebSignIn` of ``app`` (default: the current app)."""
+    return _state(app).signin
 
 
-def _delete_cookie(response: Response, name: str) -> None:
-    attrs = cookie_attributes(request.host)
-    response.delete_cookie(name, path=attrs["path"], secure=attrs["secure"], httponly=True, samesite="Lax")
+def _state(app: Flask | None = None) -> _SignInState:
+    state = (app or current_app).extensions.get(_EXTENSION_KEY)
+    if not isinstance(state, _SignInState):
+        raise RuntimeError("web sign-in is not set up on this app: pass sign_in= to EntraMW (or call init_sign_in)")
+    return state
+
+
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error_page(exc: EntraError) -> Response:
+    body = (
+        "<!doctype html><meta charset=utf-8><title>Sign-in failed</title><h1>Sign-in failed</h1>"
+        f"<p>{html.escape(exc.description)}</p><p><a href='/'>Back to the start page</a></p>"
+    )
+    response = Response(body, status=exc.status_code, content_type="text/html; charset=utf-8")
+    return _no_store(response)
 
 
 def _login() -> Response:
-    routes = _routes()
-    start = routes.signin.start(
-        redirect_uri=url_for("entra_mw_signin.callback", _external=True),
-        next_path=request.args.get("next"),
-        login_hint=request.args.get("login_hint") or None,
-    )
+    signin = _state().signin
+    try:
+        start = signin.start(
+            redirect_uri=url_for(f"{_BLUEPRINT}.callback", _external=True),
+            next_path=request.args.get("next"),
+            login_hint=request.args.get("login_hint") or None,
+        )
+    except EntraError as exc:
+        return _error_page(exc)
     response = redirect(start.url, code=302)
-    _set_cookie(response, PENDING_COOKIE, start.pending_id, int(routes.signin.pending_ttl))
-    return response
+    response.set_cookie(PENDING_COOKIE, start.pending_id, **signin.pending_cookie(request.host))
+    return _no_store(response)
 
 
-def _callback() -> Response | tuple[str, int, dict[str, str]]:
-    routes = _routes()
+def _callback() -> Response:
+    signin = _state().signin
     params: Mapping[str, str] = request.form if request.method == "POST" else request.args
     try:
-        done = routes.signin.finish(request.cookies.get(PENDING_COOKIE), params)
-    except SignInError as exc:
-        body = f"<!doctype html><title>Sign-in failed</title><h1>Sign-in failed</h1><p>{_escape(exc.description)}</p>"
-        return body, exc.status_code, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
-    old = request.cookies.get(SESSION_COOKIE)
-    if old:
-        # A new session id at every sign-in: whatever id the browser had before is forgotten (no fixation).
-        routes.signin.sign_out(old)
-    response = redirect(done.next_path, code=302)
-    _delete_cookie(response, PENDING_COOKIE)
-    _set_cookie(response, SESSION_COOKIE, done.session_id, int(routes.signin.session_ttl))
-    return response
+        done = signin.finish(request.cookies.get(PENDING_COOKIE), params)
+    except EntraError as exc:
+        response = _error_page(exc)
+    else:
+        old = request.cookies.get(SESSION_COOKIE)
+        if old:
+            # A new session id at every sign-in; whatever session the browser had before is ended (no fixation).
+            signin.sign_out(old)
+        response = redirect(done.next_path, code=303)
+        response.set_cookie(SESSION_COOKIE, done.session_id, **signin.session_cookie(request.host))
+    attrs = signin.pending_cookie(request.host)
+    response.delete_cookie(
+        PENDING_COOKIE, path=attrs["path"], secure=attrs["secure"], httponly=True, samesite=attrs["samesite"]
+    )
+    return _no_store(response)
 
 
 def _logout() -> Response:
-    routes = _routes()
-    origin = request.headers.get("Origin")
-    if origin and urlsplit(origin).netloc != request.host:
-        abort(403)
-    after = url_for("index", _external=True) if routes.after_logout == "/" and _has_index() else None
-    target = after or request.host_url.rstrip("/") + routes.after_logout
-    url = routes.signin.sign_out(request.cookies.get(SESSION_COOKIE), post_logout_redirect_uri=target)
+    state = _state()
+    signin = state.signin
+    if not same_origin(
+        host=request.host, origin=request.headers.get("Origin"), fetch_site=request.headers.get("Sec-Fetch-Site")
+    ):
+        return _no_store(Response("Sign-out must come from this site.", status=403, content_type="text/plain"))
+    url = signin.sign_out(
+        request.cookies.get(SESSION_COOKIE), post_logout_redirect_uri=request.host_url.rstrip("/") + state.after_logout
+    )
     response = redirect(url, code=303)
-    _delete_cookie(response, SESSION_COOKIE)
-    return response
+    attrs = signin.session_cookie(request.host)
+    response.delete_cookie(
+        SESSION_COOKIE, path=attrs["path"], secure=attrs["secure"], httponly=True, samesite=attrs["samesite"]
+    )
+    return _no_store(response)
 
 
-def _has_index() -> bool:
-    return "index" in current_app.view_functions
-
-
-def _session_user() -> Mapping[str, Any] | None:
-    if "_entra_mw_user" not in g:
-        routes = current_app.extensions.get(_EXTENSION_KEY)
-        user = None
-        if isinstance(routes, SignInRoutes):
-            user = routes.signin.user(request.cookies.get(SESSION_COOKIE))
+def _session_user() -> User:
+    user = g.get("_entra_mw_user")
+    if user is None:
+        state = current_app.extensions.get(_EXTENSION_KEY)
+        user = ANONYMOUS
+        if isinstance(state, _SignInState):
+            user = state.signin.user(request.cookies.get(SESSION_COOKIE))
         g._entra_mw_user = user
-    return cast("Mapping[str, Any] | None", g._entra_mw_user)
+    return cast("User", user)
 
 
-#: The signed-in user's claims (``name``, ``preferred_username``, ``oid``, ``tid`` ...), or ``None``.
-current_user: Mapping[str, Any] | None = cast("Mapping[str, Any] | None", LocalProxy(_session_user))
+#: The signed-in :class:`~entra_mw.User` of this request (``if current_user:``; anonymous when nobody is signed in).
+current_user: User = cast("User", LocalProxy(_session_user))
+
+
+def _to_login() -> Response:
+    target = safe_next(request.full_path.rstrip("?") if request.query_string else request.path)
+    return _no_store(redirect(url_for(f"{_BLUEPRINT}.login", next=target), code=302))
 
 
 def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
-    """Send anonymous browsers to sign in, then back to this page."""
+    """Send browsers with no signed-in user to sign in, then back to this page. Also when the view finds the
+    session can no longer get tokens silently (:class:`~entra_mw.SignInRequired`)."""
+    from .._signin import SignInRequired
 
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
-        if _session_user() is None:
-            target = safe_next(request.full_path.rstrip("?"))
-            return redirect(url_for("entra_mw_signin.login", next=target), code=302)
+        if not _session_user():
+            return _to_login()
         try:
             return view(*args, **kwargs)
         except SignInRequired:
-            target = safe_next(request.full_path.rstrip("?"))
-            return redirect(url_for("entra_mw_signin.login", next=target), code=302)
+            return _to_login()
 
     return wrapper
 
 
-def user_access_token(scopes: list[str]) -> str:
-    """An access token for the signed-in user and ``scopes`` (silently refreshed). Raises ``SignInRequired``."""
-    return _routes().signin.access_token(request.cookies.get(SESSION_COOKIE), scopes=scopes)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+def user_authorization_header(scopes: list[str]) -> str:
+    """``"Bearer …"`` for the signed-in user and ``scopes`` (silently refreshed). Raises
+    :class:`~entra_mw.SignInRequired` (``@login_required`` turns it into a new sign-in)."""
+    return _state().signin.authorization_header(request.cookies.get(SESSION_COOKIE), scopes=scopes)
