@@ -265,8 +265,8 @@ def test_cookie_attributes() -> None:
     for host in ("localhost", "localhost:5000", "127.0.0.1:8080", "[::1]:5000"):
         attrs = cookie_attributes(host)
         assert attrs["secure"] is False and attrs["httponly"] is True and attrs["samesite"] == "Lax"
-    for host in ("app.contoso.com", "app.contoso.com:8443", "localhost.evil.example", "127.0.0.2", None):
-        assert cookie_attributes(host)["secure"] is True
+    for other_host in ("app.contoso.com", "app.contoso.com:8443", "localhost.evil.example", "127.0.0.2", None):
+        assert cookie_attributes(other_host)["secure"] is True
     assert cookie_attributes("localhost", cross_site_post=True) | {"max_age": 1} == {
         "httponly": True,
         "samesite": "None",
