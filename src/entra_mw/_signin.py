@@ -380,9 +380,8 @@ class WebSignIn:
         """Begin a sign-in: the authorize URL (with ``state``, ``nonce`` and a PKCE S256 challenge) and the
         pending id that binds the callback to this browser. Raises :class:`SignInError` (503) when Entra's
         metadata cannot be had."""
-        app = self._app(None)
         try:
-            flow = app.initiate_auth_code_flow(
+            flow = self._app(None).initiate_auth_code_flow(
                 list(self.scopes),
                 redirect_uri=redirect_uri,
                 prompt=prompt,
@@ -428,9 +427,7 @@ class WebSignIn:
             )
         if not answer.get("code"):
             raise SignInError("The sign-in response carries no authorization code.", reason="no_code")
-        cache = _new_cache()
-        app = self._app(cache)
-        result = self._redeem(app, flow, answer)
+        result = self._redeem(cache := _new_cache(), flow, answer)
         id_claims = result.get("id_token_claims")
         if not isinstance(id_claims, dict) or not id_claims.get("oid") or not id_claims.get("tid"):
             logger.info("sign-in refused reason=id_token")
@@ -509,11 +506,13 @@ class WebSignIn:
                 raise SignInRequired("Sign in first.", reason="no_session")
             cache = _new_cache()
             cache.deserialize(session["cache"])
-            app = self._app(cache)
-            account = next((a for a in app.get_accounts() if a.get("home_account_id") == session.get("account")), None)
-            if account is None:
-                raise SignInRequired("Sign in again to continue.", reason="no_account")
             try:
+                app = self._app(cache)
+                account = next(
+                    (a for a in app.get_accounts() if a.get("home_account_id") == session.get("account")), None
+                )
+                if account is None:
+                    raise SignInRequired("Sign in again to continue.", reason="no_account")
                 result = app.acquire_token_silent_with_error(list(scopes), account=account, force_refresh=force_refresh)
             except Exception as exc:  # noqa: BLE001 - classified below; anything else re-raised
                 raise _unavailable(exc) from None
@@ -550,11 +549,11 @@ class WebSignIn:
         record: dict[str, Any] = json.loads(raw)
         return record
 
-    def _redeem(self, app: Any, flow: dict[str, Any], answer: dict[str, str]) -> dict[str, Any]:
+    def _redeem(self, cache: Any, flow: dict[str, Any], answer: dict[str, str]) -> dict[str, Any]:
         from msal.oauth2cli.oidc import IdTokenError
 
         try:
-            result = app.acquire_token_by_auth_code_flow(flow, answer, scopes=list(self.scopes) or None)
+            result = self._app(cache).acquire_token_by_auth_code_flow(flow, answer, scopes=list(self.scopes) or None)
         except IdTokenError as exc:
             logger.info("sign-in refused reason=id_token check=%s", type(exc).__name__)
             raise SignInError("The ID token does not match this sign-in.", reason="id_token") from None
