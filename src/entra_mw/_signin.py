@@ -54,6 +54,7 @@ __all__ = [
     "cookie_attributes",
     "safe_next",
     "same_origin",
+    "sign_in_from_settings",
 ]
 
 logger = logging.getLogger("entra_mw.signin")
@@ -609,6 +610,56 @@ class WebSignIn:
 
     def _save(self, session_id: str, session: Mapping[str, Any]) -> None:
         self.store.set(_session_key(session_id), json.dumps(session).encode(), self.session_ttl)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignInSettings:
+    """A sign-in built from a settings value, with where its routes live."""
+
+    sign_in: WebSignIn
+    url_prefix: str = "/auth"
+    after_logout: str = "/"
+
+
+_SETTINGS_KEYS: Final = frozenset(
+    {"scopes", "store", "response_mode", "session_ttl", "pending_ttl", "url_prefix", "after_logout"}
+)
+
+
+def sign_in_from_settings(auth: EntraAuth, value: object, *, name: str = "ENTRA_MW_SIGNIN") -> SignInSettings | None:
+    """The web sign-in a settings value describes (Flask's ``app.config["ENTRA_MW_SIGNIN"]``, Django's
+    ``ENTRA_MW_SIGNIN``), or ``None`` when it is unset. The value is a :class:`WebSignIn`, or a mapping with
+    ``scopes``, ``store``, ``response_mode``, ``session_ttl``, ``pending_ttl`` (:class:`WebSignIn`'s arguments),
+    ``url_prefix`` (``"/auth"``) and ``after_logout`` (``"/"``). Raises ``ConfigurationError`` naming the key.
+    """
+    from .errors import ConfigurationError
+
+    if value is None or value is False:
+        return None
+    if isinstance(value, WebSignIn):
+        return SignInSettings(sign_in=value)
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{name} must be a mapping or a WebSignIn, got {type(value).__name__}", key=name)
+    unknown = sorted(str(k) for k in value if k not in _SETTINGS_KEYS)
+    if unknown:
+        raise ConfigurationError(
+            f"{name} has unknown keys {unknown}; expected some of {sorted(_SETTINGS_KEYS)}", key=f"{name}.{unknown[0]}"
+        )
+    scopes = value.get("scopes", ())
+    if isinstance(scopes, str):
+        scopes = scopes.split()
+    prefix = value.get("url_prefix", "/auth")
+    if not isinstance(prefix, str) or not prefix.startswith("/") or prefix != safe_next(prefix, ""):
+        raise ConfigurationError(f"{name}.url_prefix must be a path such as '/auth', got {prefix!r}", key=name)
+    after = value.get("after_logout", "/")
+    if safe_next(after, "") != after:
+        raise ConfigurationError(f"{name}.after_logout must be a path of this app, got {after!r}", key=name)
+    kwargs = {k: value[k] for k in ("store", "response_mode", "session_ttl", "pending_ttl") if k in value}
+    try:
+        sign_in = WebSignIn(auth, scopes=tuple(scopes), **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{name}: {exc}", key=name) from None
+    return SignInSettings(sign_in=sign_in, url_prefix=prefix.rstrip("/") or "/auth", after_logout=after)
 
 
 async def _off_loop(signin: WebSignIn, call: Callable[[], _T]) -> _T:

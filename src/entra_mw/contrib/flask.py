@@ -22,8 +22,14 @@ Configuration (``app.config``):
   sidecar's ``AzureAd__*`` variables. Not read when the extension was given ``auth=``.
 - ``ENTRA_MW_AUTH_FACTORY``: a callable (or its dotted path) taking the ``EntraConfig`` and returning the
   ``EntraAuth``, for a custom HTTP client or FakeEntra's transport in tests.
-- ``ENTRA_MW_REQUIRED`` (default ``True``): every request needs a valid bearer token. ``False``: requests without
-  one pass anonymously and only ``@require`` views demand one. A token that *is* sent must be valid either way.
+- ``ENTRA_MW_REQUIRED`` (default ``True``, ``False`` with web sign-in): every request needs a valid bearer token.
+  ``False``: requests without one pass anonymously and only ``@require`` views demand one. A token that *is* sent
+  must be valid either way.
+- ``ENTRA_MW_SIGNIN`` (default none): web sign-in for browsers — a mapping (``scopes``, ``url_prefix`` ``"/auth"``,
+  ``after_logout`` ``"/"``, ``response_mode``, ``session_ttl``, ``pending_ttl``, ``store``) or a ``WebSignIn``;
+  or pass ``sign_in=WebSignIn(auth, scopes=[...])`` to the extension. It registers ``GET {url_prefix}/login``,
+  ``GET|POST {url_prefix}/callback`` (the redirect URI) and ``POST {url_prefix}/logout``; ``@login_required``
+  and ``current_user`` then serve the signed-in user (docs/web-sign-in.md).
 - ``ENTRA_MW_EXCLUDE_PATHS`` (default none): paths (``"/healthz"``) or subtrees (``"/static/*"``) that need no
   token unless their view is decorated with ``@require``.
 
@@ -52,10 +58,20 @@ from .._middleware import PathExclusions
 from .._principal import Principal
 from .._requirements import Requirement
 from .._settings import auth_from_settings
+from .._signin import WebSignIn, sign_in_from_settings
 from ..errors import EntraError
 from ..wsgi import ENVIRON_KEY
+from ._flask_signin import current_user, init_sign_in, login_required
 
-__all__ = ["EntraMW", "current_downstream", "current_principal", "get_context", "require"]
+__all__ = [
+    "EntraMW",
+    "current_downstream",
+    "current_principal",
+    "current_user",
+    "get_context",
+    "login_required",
+    "require",
+]
 
 _EXTENSION_KEY = "entra_mw"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -78,10 +94,15 @@ class EntraMW:
     (see the module docstring for every configuration key).
     """
 
-    def __init__(self, app: Flask | None = None, *, auth: EntraAuth | None = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, *, auth: EntraAuth | None = None, sign_in: WebSignIn | None = None
+    ) -> None:
         if auth is not None and not isinstance(auth, EntraAuth):
             raise TypeError("EntraMW needs auth=EntraAuth(...) or None")
+        if sign_in is not None and not isinstance(sign_in, WebSignIn):
+            raise TypeError("EntraMW needs sign_in=WebSignIn(auth, ...) or None")
         self._auth = auth  # configuration shared by every app; per-app state lives in app.extensions
+        self._sign_in = sign_in
         if app is not None:
             self.init_app(app)
 
@@ -93,10 +114,16 @@ class EntraMW:
         auth = self._auth
         if auth is None:
             auth = auth_from_settings(config.get("ENTRA_MW"), config.get("ENTRA_MW_AUTH_FACTORY"))
+        signin = sign_in_from_settings(auth, self._sign_in or config.get("ENTRA_MW_SIGNIN"))
+        excluded = config.get("ENTRA_MW_EXCLUDE_PATHS", ())
+        excluded = [excluded] if isinstance(excluded, str) else list(excluded)
+        if signin is not None:
+            # Browsers reach the sign-in routes without a bearer token, whatever ENTRA_MW_REQUIRED says.
+            excluded.append(f"{signin.url_prefix}/*")
         state = _State(
             auth=auth,
-            required=bool(config.get("ENTRA_MW_REQUIRED", True)),
-            exclude_paths=PathExclusions(config.get("ENTRA_MW_EXCLUDE_PATHS", ())),
+            required=bool(config.get("ENTRA_MW_REQUIRED", signin is None)),
+            exclude_paths=PathExclusions(excluded),
         )
         if self._auth is None:
             # One engine per app for the app's lifetime (its pools, keys and tokens), never per request.
@@ -104,6 +131,8 @@ class EntraMW:
         app.extensions[_EXTENSION_KEY] = state
         app.before_request(_before_request)
         app.register_error_handler(EntraError, _render)
+        if signin is not None:
+            init_sign_in(app, signin.sign_in, url_prefix=signin.url_prefix, after_logout=signin.after_logout)
 
 
 def _state() -> _State:
