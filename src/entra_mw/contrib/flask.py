@@ -61,7 +61,7 @@ from .._settings import auth_from_settings
 from .._signin import WebSignIn, sign_in_from_settings
 from ..errors import EntraError
 from ..wsgi import ENVIRON_KEY
-from ._flask_signin import current_user, init_sign_in, login_required
+from ._flask_signin import current_user, init_sign_in, login_required, user_authorization_header
 
 __all__ = [
     "EntraMW",
@@ -71,6 +71,7 @@ __all__ = [
     "get_context",
     "login_required",
     "require",
+    "user_authorization_header",
 ]
 
 _EXTENSION_KEY = "entra_mw"
