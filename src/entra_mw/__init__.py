@@ -16,6 +16,7 @@ from ._engine import EntraAuth
 from ._principal import Principal
 from ._requirements import Requirement
 from ._signin import MemorySessionStore, SignInError, SignInRequired, User, WebSignIn
+from ._signin_redis import RedisSessionStore
 from ._version import __version__
 from .credentials import (
     AssertionCallback,
@@ -69,6 +70,7 @@ __all__ = [
     "MissingToken",
     "Principal",
     "ProviderUnavailable",
+    "RedisSessionStore",
     "Requirement",
     "SignInError",
     "SignInRequired",
