@@ -18,6 +18,7 @@ FRAMEWORKS = ("starlette", "fastapi", "flask", "werkzeug", "django", "mcp")
         ("entra_mw.contrib.flask", ("flask", "werkzeug")),
         ("entra_mw.contrib.mcp", ("mcp", "starlette")),  # the mcp SDK is built on starlette
         ("entra_mw.contrib.django", ("django",)),
+        ("entra_mw.contrib.django.signin", ("django",)),
         ("entra_mw.contrib.starlette", ("starlette",)),
     ],
 )
