@@ -37,6 +37,7 @@ from ._clock import Clock, SystemClock
 from .errors import EntraError
 
 if TYPE_CHECKING:
+    from ._acquisition._types import AccessToken
     from ._engine import EntraAuth
 
 __all__ = [
@@ -497,6 +498,20 @@ class WebSignIn:
         """An access token for the signed-in user and ``scopes``: from the session's own token cache, refreshed
         with its refresh token when due (one refresh at a time per session). Raises :class:`SignInRequired` when
         there is no session or it cannot get a token silently any more."""
+        return self.session_token(session_id, scopes=scopes, force_refresh=force_refresh).token
+
+    def session_token(
+        self,
+        session_id: str | None,
+        *,
+        scopes: Sequence[str],
+        force_refresh: bool = False,
+        claims: str | None = None,
+    ) -> AccessToken:
+        """:meth:`access_token` with its lifetime (an ``AccessToken``), for the engine's token cache; ``claims``
+        is an API's claims challenge (the token is then asked for anew)."""
+        from ._acquisition._types import AccessToken
+
         if isinstance(scopes, str) or not scopes:
             raise TypeError("scopes is a non-empty sequence of scopes")
         if not session_id or not isinstance(session_id, str) or len(session_id) > _MAX_ID:
@@ -514,17 +529,34 @@ class WebSignIn:
                 )
                 if account is None:
                     raise SignInRequired("Sign in again to continue.", reason="no_account")
-                result = app.acquire_token_silent_with_error(list(scopes), account=account, force_refresh=force_refresh)
+                result = app.acquire_token_silent_with_error(
+                    list(scopes), account=account, force_refresh=force_refresh, claims_challenge=claims or None
+                )
             except Exception as exc:  # noqa: BLE001 - classified below; anything else re-raised
                 raise _unavailable(exc) from None
             if cache.has_state_changed:
                 session["cache"] = cache.serialize()
                 self._save(session_id, session)
-        if not isinstance(result, dict) or "access_token" not in result:
+        token = result.get("access_token") if isinstance(result, dict) else None
+        if not isinstance(token, str) or not token:
             error = result.get("error") if isinstance(result, dict) else None
             logger.info("silent token for a signed-in user failed error=%s", error)
+            if error == "temporarily_unavailable":
+                raise _unavailable_error()
             raise SignInRequired("Sign in again to continue.", reason="silent_failed")
-        return str(result["access_token"])
+        assert isinstance(result, dict)
+        try:
+            lifetime = float(result.get("expires_in", 0))
+        except (TypeError, ValueError):
+            lifetime = 0.0
+        now = self.auth.clock.time()
+        return AccessToken(
+            token=token,
+            expires_on=now + max(lifetime, 0.0),
+            token_type="Bearer",
+            scopes=tuple(scopes),
+            tenant=str(session["claims"].get("tid") or "") or None,
+        )
 
     async def aaccess_token(self, session_id: str | None, *, scopes: Sequence[str], force_refresh: bool = False) -> str:
         """Async twin of :meth:`access_token` (MSAL runs off the event loop)."""
@@ -673,15 +705,12 @@ def _unavailable(exc: BaseException) -> EntraError:
     import msal.exceptions
     import requests
 
-    from .errors import TokenAcquisitionError
 
     if isinstance(exc, EntraError):
         return exc
     if isinstance(exc, requests.RequestException | msal.exceptions.MsalServiceError):
         logger.warning("sign-in: Entra could not be reached (%s)", type(exc).__name__)
-        return TokenAcquisitionError(
-            "Entra could not be reached; try again shortly.", error="temporarily_unavailable", http_status=None
-        )
+        return _unavailable_error()
     if isinstance(exc, ValueError | RecursionError):
         # MSAL parses every answer with json.loads; a broken discovery or token answer lands here.
         logger.warning("sign-in: Entra's answer could not be understood (%s)", type(exc).__name__)
@@ -689,6 +718,14 @@ def _unavailable(exc: BaseException) -> EntraError:
             "The identity provider's answer could not be understood.", reason="bad_answer", status_code=502
         )
     raise exc
+
+
+def _unavailable_error() -> EntraError:
+    from .errors import TokenAcquisitionError
+
+    return TokenAcquisitionError(
+        "Entra could not be reached; try again shortly.", error="temporarily_unavailable", http_status=None
+    )
 
 
 def _callback_params(params: Mapping[str, str]) -> dict[str, str]:

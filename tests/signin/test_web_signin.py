@@ -321,3 +321,14 @@ def test_form_post_is_the_default(site: Site) -> None:
         "max_age": 0,
     }
     assert site.signin.session_cookie("localhost:5000")["samesite"] == "Lax"
+
+
+def test_session_token_has_a_lifetime_and_takes_a_claims_challenge(site: Site) -> None:
+    start = site.signin.start(redirect_uri=REDIRECT)
+    done = site.signin.finish(start.pending_id, site.sign_in(start.url))
+    token = site.signin.session_token(done.session_id, scopes=[site.api_scope])
+    assert token.expires_on > site.auth.clock.time() + 600 and token.tenant == site.s.tenant.tenant_id
+    before = site.fake.request_count("token")
+    challenged = site.signin.session_token(done.session_id, scopes=[site.api_scope], claims='{"access_token":{}}')
+    assert challenged.token != token.token and site.fake.request_count("token") == before + 1
+    assert "token=" not in repr(token) and token.token not in repr(token)
