@@ -38,6 +38,7 @@ from .errors import EntraError
 
 if TYPE_CHECKING:
     from ._acquisition._types import AccessToken
+    from ._downstream import Downstream
     from ._engine import EntraAuth
 
 __all__ = [
@@ -557,6 +558,46 @@ class WebSignIn:
             scopes=tuple(scopes),
             tenant=str(session["claims"].get("tid") or "") or None,
         )
+
+    async def asession_token(
+        self,
+        session_id: str | None,
+        *,
+        scopes: Sequence[str],
+        force_refresh: bool = False,
+        claims: str | None = None,
+    ) -> AccessToken:
+        """Async twin of :meth:`session_token` (MSAL runs off the event loop)."""
+        import functools
+
+        call = functools.partial(
+            self.session_token, session_id, scopes=scopes, force_refresh=force_refresh, claims=claims
+        )
+        return await _off_loop(self, call)
+
+    def downstream(self, session_id: str | None) -> Downstream:
+        """A :class:`~entra_mw.Downstream` acting for the user signed in with ``session_id``: its
+        ``authorization_header`` / ``call`` (and async twins) get delegated tokens from the session, through the
+        engine's token cache (keyed by the session, one refresh at a time), with all of Downstream's rules.
+        Raises :class:`SignInRequired` when nobody is signed in with it::
+
+            response = signin.downstream(session_id).call("weather", "forecast")
+        """
+        user = self.user(session_id)
+        if not user or session_id is None:
+            raise SignInRequired("Sign in first.", reason="no_session")
+        from ._signin_downstream import SessionDownstream
+
+        return SessionDownstream(self, session_id, user)
+
+    async def adownstream(self, session_id: str | None) -> Downstream:
+        """Async twin of :meth:`downstream` (a shared store is read off the event loop)."""
+        user = await self.auser(session_id)
+        if not user or session_id is None:
+            raise SignInRequired("Sign in first.", reason="no_session")
+        from ._signin_downstream import SessionDownstream
+
+        return SessionDownstream(self, session_id, user)
 
     async def aaccess_token(self, session_id: str | None, *, scopes: Sequence[str], force_refresh: bool = False) -> str:
         """Async twin of :meth:`access_token` (MSAL runs off the event loop)."""
