@@ -8,8 +8,10 @@ from django.urls import include, path
 from entra_mw import SignInRequired
 from entra_mw.contrib.django.signin import (
     aauthorization_header,
+    aget_downstream,
     aget_user,
     authorization_header,
+    get_downstream,
     get_user,
     login_required,
 )
@@ -36,6 +38,19 @@ async def ame(request: HttpRequest) -> JsonResponse:
 
 
 @login_required
+def token(request: HttpRequest) -> JsonResponse:
+    header = get_downstream(request).authorization_header("custom", scopes=[request.GET["scope"]])
+    return JsonResponse({"header": header[:10]})
+
+
+@login_required
+async def atoken(request: HttpRequest) -> JsonResponse:
+    downstream = await aget_downstream(request)
+    header = await downstream.aauthorization_header("custom", scopes=[request.GET["scope"]])
+    return JsonResponse({"header": header[:10]})
+
+
+@login_required
 def gone(request: HttpRequest) -> HttpResponse:
     raise SignInRequired("the refresh token was revoked")
 
@@ -45,5 +60,7 @@ urlpatterns = [
     path("me", me),
     path("ame", ame),
     path("gone", gone),
+    path("token", token),
+    path("atoken", atoken),
     path("auth/", include("entra_mw.contrib.django.signin_urls")),
 ]

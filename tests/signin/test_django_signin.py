@@ -149,3 +149,13 @@ def test_settings_are_read_at_use_time(dsite: Site) -> None:
         get_sign_in()
     with override_settings(ENTRA_MW_SIGNIN=dsite.signin):
         assert get_sign_in() is dsite.signin
+
+
+def test_downstream_for_the_signed_in_user(dsite: Site) -> None:
+    client = browser()
+    assert client.get("/token", {"scope": dsite.api_scope}).status_code == 302
+    sign_in(dsite, client)
+    assert client.get("/token", {"scope": dsite.api_scope}).json() == {"header": "Bearer eyJ"}
+    before = dsite.fake.request_count("token")
+    assert client.get("/atoken", {"scope": dsite.api_scope}).json() == {"header": "Bearer eyJ"}
+    assert dsite.fake.request_count("token") == before  # the engine's cache, keyed by the session

@@ -161,3 +161,60 @@ async def test_async(world: World) -> None:
     assert (await downstream.aauthorization_header("weather")).startswith("Bearer ey")
     with pytest.raises(SignInRequired):
         await world.signin.adownstream("nobody")
+
+
+def test_flask_current_downstream_serves_the_signed_in_user(world: World) -> None:
+    from flask import Flask
+
+    from entra_mw.contrib.flask import EntraMW, current_downstream, login_required
+
+    app = Flask(__name__)
+    EntraMW(app, auth=world.auth, sign_in=world.signin)
+
+    @app.get("/forecast")
+    @login_required
+    def forecast() -> dict[str, object]:
+        answer: dict[str, object] = current_downstream.call("weather", "forecast").json()
+        return answer
+
+    @app.get("/api")
+    def api() -> dict[str, object]:
+        answer: dict[str, object] = current_downstream.call("weather", "api").json()
+        return answer
+
+    client = app.test_client()
+    start = client.get("/auth/login?next=/forecast")
+    answer = world.fake.sign_in(start.headers["Location"], username=world.s.user.upn, password=world.s.user_password)
+    assert client.post("/auth/callback", data=answer).headers["Location"] == "/forecast"
+    assert client.get("/forecast").json == {"path": "/forecast", "oid": world.s.user.object_id, "scp": "Weather.Read"}
+    # Neither a signed-in user nor a bearer caller: the 401 a delegated API gets with no user.
+    anonymous = app.test_client()
+    assert anonymous.get("/api").status_code == 401
+
+
+def test_starlette_downstream(world: World) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from entra_mw.contrib.starlette import SignInRoutes
+
+    from .test_starlette_signin import client_for
+
+    web = SignInRoutes(world.signin)
+
+    @web.login_required
+    async def forecast(request: Request) -> Response:
+        downstream = await web.downstream(request)
+        return JSONResponse((await downstream.acall("weather", "forecast")).json())
+
+    app = Starlette(routes=[Route("/forecast", forecast)])
+    web.install(app)
+    with client_for(app) as client:
+        start = client.get("/auth/login?next=/forecast")
+        answer = world.fake.sign_in(
+            start.headers["location"], username=world.s.user.upn, password=world.s.user_password
+        )
+        assert client.post("/auth/callback", data=answer).headers["location"] == "/forecast"
+        assert client.get("/forecast").json()["oid"] == world.s.user.object_id

@@ -31,10 +31,18 @@ from flask import Blueprint, Flask, current_app, g, redirect, request, url_for
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
+from .._downstream import Downstream
 from .._signin import ANONYMOUS, PENDING_COOKIE, SESSION_COOKIE, User, WebSignIn, safe_next, same_origin
 from ..errors import EntraError
 
-__all__ = ["current_user", "init_sign_in", "login_required", "sign_in_of", "user_authorization_header"]
+__all__ = [
+    "current_user",
+    "init_sign_in",
+    "login_required",
+    "session_downstream",
+    "sign_in_of",
+    "user_authorization_header",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -184,3 +192,16 @@ def user_authorization_header(scopes: list[str]) -> str:
     """``"Bearer …"`` for the signed-in user and ``scopes`` (silently refreshed). Raises
     :class:`~entra_mw.SignInRequired` (``@login_required`` turns it into a new sign-in)."""
     return _state().signin.authorization_header(request.cookies.get(SESSION_COOKIE), scopes=scopes)
+
+
+def session_downstream() -> Downstream | None:
+    """A :class:`~entra_mw.Downstream` acting for the signed-in user of this request, or ``None`` when web
+    sign-in is not set up or nobody is signed in (what ``current_downstream`` serves without a bearer caller)."""
+    state = current_app.extensions.get(_EXTENSION_KEY)
+    if not isinstance(state, _SignInState) or not _session_user():
+        return None
+    downstream = g.get("_entra_mw_session_downstream")
+    if not isinstance(downstream, Downstream):
+        downstream = state.signin.downstream(request.cookies.get(SESSION_COOKIE))
+        g._entra_mw_session_downstream = downstream
+    return downstream

@@ -61,7 +61,7 @@ from .._settings import auth_from_settings
 from .._signin import WebSignIn, sign_in_from_settings
 from ..errors import EntraError
 from ..wsgi import ENVIRON_KEY
-from ._flask_signin import current_user, init_sign_in, login_required, user_authorization_header
+from ._flask_signin import current_user, init_sign_in, login_required, session_downstream, user_authorization_header
 
 __all__ = [
     "EntraMW",
@@ -226,11 +226,17 @@ def _current_principal() -> Principal:
 
 
 def _current_downstream() -> Downstream:
+    if get_context().principal is None:
+        # No bearer caller: a browser's signed-in user, when web sign-in is set up (tokens from the session).
+        signed_in = session_downstream()
+        if signed_in is not None:
+            return signed_in
     return _caller().downstream
 
 
 #: The verified caller of the current request (401 when there is none).
 current_principal: Principal = cast("Principal", LocalProxy(_current_principal))
-#: A :class:`Downstream` acting for the current caller (On-Behalf-Of; app-only with ``app=True``). Flask runs
-#: each ``async`` view in its own event loop: use the sync methods (``current_downstream.call(...)``).
+#: A :class:`Downstream` acting for the current caller (On-Behalf-Of; app-only with ``app=True``), or, with web
+#: sign-in and no bearer caller, for the signed-in user (delegated tokens from the session). Flask runs each
+#: ``async`` view in its own event loop: use the sync methods (``current_downstream.call(...)``).
 current_downstream: Downstream = cast("Downstream", LocalProxy(_current_downstream))

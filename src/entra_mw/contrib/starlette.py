@@ -42,6 +42,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
+from .._downstream import Downstream
 from .._signin import (
     PENDING_COOKIE,
     SESSION_COOKIE,
@@ -117,6 +118,14 @@ class SignInRoutes:
         """``"Bearer …"`` for the signed-in user and ``scopes`` (silently refreshed, off the event loop).
         Raises :class:`~entra_mw.SignInRequired`."""
         return await self.signin.aauthorization_header(conn.cookies.get(SESSION_COOKIE), scopes=scopes)
+
+    async def downstream(self, conn: HTTPConnection) -> Downstream:
+        """A :class:`~entra_mw.Downstream` acting for the signed-in user (delegated tokens from the session,
+        through the engine's token cache): ``await (await web.downstream(request)).acall("weather", "today")``.
+        Raises :class:`~entra_mw.SignInRequired` when nobody is signed in."""
+        if not await self.user(conn):
+            raise SignInRequired("Sign in first.", reason="no_session")
+        return await self.signin.adownstream(conn.cookies.get(SESSION_COOKIE))
 
     def login_required(self, endpoint: Endpoint) -> Endpoint:
         """Send browsers with no signed-in user to sign in, then back; also when the endpoint finds the session

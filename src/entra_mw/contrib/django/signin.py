@@ -44,6 +44,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from ..._downstream import Downstream
 from ..._signin import (
     PENDING_COOKIE,
     SESSION_COOKIE,
@@ -61,9 +62,11 @@ from .conf import get_auth
 __all__ = [
     "SETTING",
     "aauthorization_header",
+    "aget_downstream",
     "aget_user",
     "authorization_header",
     "callback",
+    "get_downstream",
     "get_sign_in",
     "get_user",
     "login",
@@ -141,6 +144,22 @@ async def aauthorization_header(request: HttpRequest, scopes: Sequence[str]) -> 
     """Async twin of :func:`authorization_header` (MSAL runs off the event loop)."""
     signin = await sync_to_async(get_sign_in)()
     return await signin.aauthorization_header(request.COOKIES.get(SESSION_COOKIE), scopes=scopes)
+
+
+def get_downstream(request: HttpRequest) -> Downstream:
+    """A :class:`~entra_mw.Downstream` acting for the signed-in user (delegated tokens from the session,
+    through the engine's token cache). Raises :class:`~entra_mw.SignInRequired` when nobody is signed in."""
+    if not get_user(request):
+        raise SignInRequired("Sign in first.", reason="no_session")
+    return get_sign_in().downstream(request.COOKIES.get(SESSION_COOKIE))
+
+
+async def aget_downstream(request: HttpRequest) -> Downstream:
+    """Async twin of :func:`get_downstream`."""
+    if not await aget_user(request):
+        raise SignInRequired("Sign in first.", reason="no_session")
+    signin = await sync_to_async(get_sign_in)()
+    return await signin.adownstream(request.COOKIES.get(SESSION_COOKIE))
 
 
 def _to_login(request: HttpRequest) -> HttpResponse:
