@@ -17,14 +17,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-import httpx2
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from entra_mw import EntraAuth, EntraConfig, ManagedIdentityAssertion, WebSignIn
+from entra_mw import DownstreamApi, EntraAuth, EntraConfig, ManagedIdentityAssertion, WebSignIn
 from entra_mw.testing import FakeEntra, ServedFakeEntra
 
 from .api import SCOPE, create_api
-from .web import create_web_app
+from .web import API, create_web_app
 
 USERNAME = "alice@contoso.onmicrosoft.com"
 PASSWORD = "P@ssw0rd!"  # a test user of the local FakeEntra, nothing real
@@ -112,6 +111,9 @@ def run_locally(*, host: str = "127.0.0.1", web_port: int = 5000, api_port: int 
                 verify=served.ca_file,
             )
         )
+        api_scope = f"api://{api_app.app_id}/{SCOPE}"
+        api_server = _serve(stack, host, api_port, create_api(api_auth))
+        api_url = f"http://127.0.0.1:{api_server.port}"
         web_auth = stack.enter_context(
             EntraAuth(
                 EntraConfig(
@@ -119,16 +121,12 @@ def run_locally(*, host: str = "127.0.0.1", web_port: int = 5000, api_port: int 
                     client_id=web_app.app_id,
                     instance=served.base_url,
                     credentials=[ManagedIdentityAssertion(client_id=identity.app_id)],
+                    downstream_apis={API: DownstreamApi(base_url=f"{api_url}/", scopes=[api_scope])},
                 ),
                 verify=served.ca_file,
             )
         )
-        api_scope = f"api://{api_app.app_id}/{SCOPE}"
-        api_server = _serve(stack, host, api_port, create_api(api_auth))
-        api_url = f"http://localhost:{api_server.port}"
-        http = stack.enter_context(httpx2.Client(timeout=10.0))
-        web = create_web_app(WebSignIn(web_auth, scopes=[api_scope]), api_url=api_url, api_scope=api_scope, http=http)
-        web_server = _serve(stack, host, web_port, web)
+        web_server = _serve(stack, host, web_port, create_web_app(WebSignIn(web_auth, scopes=[api_scope])))
         yield Running(
             web_url=f"http://localhost:{web_server.port}/",
             api_url=api_url,

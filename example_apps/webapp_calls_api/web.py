@@ -7,11 +7,13 @@ from __future__ import annotations
 import html
 import json
 
-import httpx2
 from flask import Flask
 
 from entra_mw import WebSignIn
-from entra_mw.contrib._flask_signin import current_user, init_sign_in, login_required, user_authorization_header
+from entra_mw.contrib.flask import EntraMW, current_downstream, current_user, login_required
+
+#: The name of the protected API in the web app's configuration (``EntraConfig(downstream_apis=...)``).
+API = "claims_api"
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
@@ -26,11 +28,11 @@ def _sign_out_form() -> str:
     return '<form method="post" action="/auth/logout"><button id="sign-out" type="submit">Sign out</button></form>'
 
 
-def create_web_app(signin: WebSignIn, *, api_url: str, api_scope: str, http: httpx2.Client) -> Flask:
-    """The web app: ``/`` (start page), ``/call-api`` (signed-in users: calls ``{api_url}/api/claims`` with a
-    token for ``api_scope``), and the sign-in routes under ``/auth``."""
+def create_web_app(signin: WebSignIn) -> Flask:
+    """The web app: ``/`` (start page), ``/call-api`` (signed-in users: calls the API configured as
+    ``claims_api`` for them), and the sign-in routes under ``/auth``."""
     web = Flask("webapp_calls_api.web")
-    init_sign_in(web, signin)
+    EntraMW(web, auth=signin.auth, sign_in=signin)
 
     @web.get("/")
     def index() -> str:
@@ -49,8 +51,8 @@ def create_web_app(signin: WebSignIn, *, api_url: str, api_scope: str, http: htt
     @web.get("/call-api")
     @login_required
     def call_api() -> str:
-        header = user_authorization_header([api_scope])
-        answer = http.get(f"{api_url}/api/claims", headers={"Authorization": header})
+        # The signed-in user's token for the API (from their session, refreshed silently), sent by Downstream.
+        answer = current_downstream.call(API, "api/claims")
         try:
             shown = json.dumps(answer.json(), indent=2, sort_keys=True)
         except ValueError:
