@@ -249,7 +249,7 @@ def safe_next(value: object, default: str = "/") -> str:
     # Browsers read "\" as "/" and drop tabs and newlines inside URLs: "/\evil" and "/\t/evil" are "//evil".
     if value.startswith("//") or "\\" in value:
         return default
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+    if not value.isprintable() or any(c.isspace() for c in value):
         return default
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
@@ -420,7 +420,8 @@ class WebSignIn:
         record = self._take_pending(pending_id)
         flow: dict[str, Any] = record["flow"]
         answer = _callback_params(params)
-        if not secrets.compare_digest(str(answer.get("state", "")), str(flow.get("state", ""))):
+        given, expected = str(answer.get("state", "")).encode(), str(flow.get("state", "")).encode()
+        if not secrets.compare_digest(given, expected):
             logger.info("sign-in callback refused reason=state")
             raise SignInError("The sign-in response does not match the sign-in that was started.", reason="state")
         if "error" in answer:

@@ -7,6 +7,8 @@ import logging
 import urllib.parse
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from entra_mw import EntraError, SignInError, SignInRequired, TokenAcquisitionError, User
 from entra_mw._signin import (
@@ -93,6 +95,10 @@ def test_tampered_state_is_refused_and_the_code_is_not_redeemed(site: Site) -> N
     assert site.fake.request_count("token") == before
     with pytest.raises(SignInError):  # the pending sign-in is gone too: no second try with the right state
         site.signin.finish(start.pending_id, params)
+    again = site.signin.start(redirect_uri=REDIRECT)
+    with pytest.raises(SignInError) as info:  # not ASCII: still a plain refusal
+        site.signin.finish(again.pending_id, {**site.sign_in(again.url), "state": "\u00e9t\u00e9"})
+    assert info.value.reason == "state"
 
 
 def _replant(site: Site, pending_id: str, raw: bytes) -> None:
@@ -332,3 +338,15 @@ def test_session_token_has_a_lifetime_and_takes_a_claims_challenge(site: Site) -
     challenged = site.signin.session_token(done.session_id, scopes=[site.api_scope], claims='{"access_token":{}}')
     assert challenged.token != token.token and site.fake.request_count("token") == before + 1
     assert "token=" not in repr(token) and token.token not in repr(token)
+
+
+@given(st.text(max_size=60) | st.from_regex(r"\A[/\\][/\\]?[ -~\t\n]{0,30}\Z"))
+def test_safe_next_never_leaves_the_site(value: str) -> None:
+    kept = safe_next(value)
+    if kept != "/":
+        assert kept == value and kept.startswith("/") and not kept.startswith("//") and "\\" not in kept
+        parts = urllib.parse.urlsplit(kept)
+        assert not parts.scheme and not parts.netloc
+        assert not any(c.isspace() or ord(c) < 0x20 for c in kept)
+        # A browser resolving it against this site stays on this site.
+        assert urllib.parse.urlsplit(urllib.parse.urljoin("https://app.example/x/", kept)).netloc == "app.example"
