@@ -54,6 +54,7 @@ __all__ = [
     "User",
     "WebSignIn",
     "cookie_attributes",
+    "error_page",
     "safe_next",
     "same_origin",
     "sign_in_from_settings",
@@ -291,6 +292,17 @@ def cookie_attributes(host: str | None, *, max_age: int | None = None, cross_sit
         "path": "/",
         "max_age": max_age,
     }
+
+
+def error_page(exc: EntraError) -> str:
+    """The HTML page a browser sees when sign-in fails (answered with ``exc.status_code`` and
+    ``Cache-Control: no-store``): the error's description, escaped, and a link to the start page."""
+    import html
+
+    return (
+        "<!doctype html><meta charset=utf-8><title>Sign-in failed</title><h1>Sign-in failed</h1>"
+        f"<p>{html.escape(exc.description)}</p><p><a href='/'>Back to the start page</a></p>"
+    )
 
 
 def same_origin(*, host: str | None, origin: str | None, fetch_site: str | None = None) -> bool:

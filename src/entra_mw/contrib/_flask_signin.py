@@ -22,7 +22,6 @@ users out). State lives in ``app.extensions["entra_mw.signin"]``; the request's 
 from __future__ import annotations
 
 import functools
-import html
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar, cast
@@ -32,7 +31,7 @@ from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
 from .._downstream import Downstream
-from .._signin import ANONYMOUS, PENDING_COOKIE, SESSION_COOKIE, User, WebSignIn, safe_next, same_origin
+from .._signin import ANONYMOUS, PENDING_COOKIE, SESSION_COOKIE, User, WebSignIn, error_page, safe_next, same_origin
 from ..errors import EntraError
 
 __all__ = [
@@ -89,11 +88,7 @@ def _no_store(response: Response) -> Response:
 
 
 def _error_page(exc: EntraError) -> Response:
-    body = (
-        "<!doctype html><meta charset=utf-8><title>Sign-in failed</title><h1>Sign-in failed</h1>"
-        f"<p>{html.escape(exc.description)}</p><p><a href='/'>Back to the start page</a></p>"
-    )
-    response = Response(body, status=exc.status_code, content_type="text/html; charset=utf-8")
+    response = Response(error_page(exc), status=exc.status_code, content_type="text/html; charset=utf-8")
     return _no_store(response)
 
 

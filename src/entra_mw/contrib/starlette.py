@@ -32,7 +32,6 @@ The request's user is kept at ``scope["entra_mw.user"]``.
 from __future__ import annotations
 
 import functools
-import html
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -49,6 +48,7 @@ from .._signin import (
     SignInRequired,
     User,
     WebSignIn,
+    error_page,
     safe_next,
     same_origin,
 )
@@ -240,8 +240,4 @@ def _no_store(response: Response) -> Response:
 
 
 def _error_page(exc: EntraError) -> Response:
-    body = (
-        "<!doctype html><meta charset=utf-8><title>Sign-in failed</title><h1>Sign-in failed</h1>"
-        f"<p>{html.escape(exc.description)}</p><p><a href='/'>Back to the start page</a></p>"
-    )
-    return _no_store(HTMLResponse(body, status_code=exc.status_code))
+    return _no_store(HTMLResponse(error_page(exc), status_code=exc.status_code))

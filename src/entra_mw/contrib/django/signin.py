@@ -31,7 +31,6 @@ instead). Logout is a POST from this site (Django's CSRF check applies, and ``Or
 from __future__ import annotations
 
 import functools
-import html
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -52,6 +51,7 @@ from ..._signin import (
     SignInSettings,
     User,
     WebSignIn,
+    error_page,
     safe_next,
     same_origin,
     sign_in_from_settings,
@@ -205,11 +205,8 @@ def _no_store(response: HttpResponse) -> HttpResponse:
 
 
 def _error_page(exc: EntraError) -> HttpResponse:
-    body = (
-        "<!doctype html><meta charset=utf-8><title>Sign-in failed</title><h1>Sign-in failed</h1>"
-        f"<p>{html.escape(exc.description)}</p><p><a href='/'>Back to the start page</a></p>"
-    )
-    return _no_store(HttpResponse(body, status=exc.status_code, content_type="text/html; charset=utf-8"))
+    response = HttpResponse(error_page(exc), status=exc.status_code, content_type="text/html; charset=utf-8")
+    return _no_store(response)
 
 
 def _set_cookie(response: HttpResponse, name: str, value: str, attrs: dict[str, Any]) -> None:
