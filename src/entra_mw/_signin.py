@@ -82,6 +82,7 @@ _USER_CLAIMS: Final = (
     "idp",
     "ver",
 )
+_PENDING_PREFIX: Final = "entra_mw:signin:pending:"
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _MAX_ID: Final = 128
 _LOCK_STRIPES: Final = 64
@@ -126,46 +127,58 @@ class SessionStore(Protocol):
 
 class MemorySessionStore:
     """An in-process :class:`SessionStore`: bounded (least recently used go first), entries expire on the
-    engine's clock. Good for one process; several replicas need a shared store
-    (:class:`~entra_mw._signin_redis.RedisSessionStore`)."""
+    engine's clock. Pending sign-ins are bounded apart from sessions, so a flood of ``/login`` requests can only
+    push out other pending sign-ins, never signed-in users. Good for one process; several replicas need a shared
+    store (``RedisSessionStore``)."""
 
-    def __init__(self, *, max_entries: int = 10_000, clock: Clock | None = None) -> None:
+    def __init__(self, *, max_entries: int = 10_000, max_pending: int = 10_000, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
-        self._max = max_entries
+        self._max = {False: max_entries, True: max_pending}
         self._lock = threading.Lock()
-        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._parts: dict[bool, OrderedDict[str, tuple[float, bytes]]] = {False: OrderedDict(), True: OrderedDict()}
+
+    def _part(self, key: str) -> OrderedDict[str, tuple[float, bytes]]:
+        return self._parts[key.startswith(_PENDING_PREFIX)]
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
-            entry = self._data.get(key)
+            part = self._part(key)
+            entry = part.get(key)
             if entry is None:
                 return None
             if entry[0] <= self._clock.monotonic():
-                del self._data[key]
+                del part[key]
                 return None
-            self._data.move_to_end(key)
+            part.move_to_end(key)
             return entry[1]
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
+        pending = key.startswith(_PENDING_PREFIX)
         with self._lock:
-            self._data[key] = (self._clock.monotonic() + ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
+            part = self._parts[pending]
+            part[key] = (self._clock.monotonic() + ttl, value)
+            part.move_to_end(key)
+            while len(part) > self._max[pending]:
+                part.popitem(last=False)
 
     def take(self, key: str) -> bytes | None:
         with self._lock:
-            entry = self._data.pop(key, None)
+            entry = self._part(key).pop(key, None)
         if entry is None or entry[0] <= self._clock.monotonic():
             return None
         return entry[1]
 
     def delete(self, key: str) -> None:
         with self._lock:
-            self._data.pop(key, None)
+            self._part(key).pop(key, None)
+
+    def keys(self) -> list[str]:
+        """Every key held (digests, never a browser's id), for diagnostics and tests."""
+        with self._lock:
+            return [*self._parts[False], *self._parts[True]]
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._parts[False]) + len(self._parts[True])
 
 
 @dataclass(frozen=True, slots=True)
@@ -791,7 +804,7 @@ def _callback_params(params: Mapping[str, str]) -> dict[str, str]:
 
 
 def _pending_key(pending_id: str) -> str:
-    return "entra_mw:signin:pending:" + hashlib.sha256(pending_id.encode()).hexdigest()
+    return _PENDING_PREFIX + hashlib.sha256(pending_id.encode()).hexdigest()
 
 
 def _session_key(session_id: str) -> str:

@@ -197,7 +197,7 @@ def test_store_holds_no_usable_ids_and_sessions_expire(fake_entra: FakeEntra, fa
     site = make_site(fake_entra, fake_clock, store=store, session_ttl=60.0)
     start = site.signin.start(redirect_uri=REDIRECT)
     done = site.signin.finish(start.pending_id, site.sign_in(start.url))
-    assert not any(done.session_id in key or start.pending_id in key for key in store._data)
+    assert store.keys() and not any(done.session_id in key or start.pending_id in key for key in store.keys())
     fake_clock.advance(61)
     assert not site.signin.user(done.session_id)
     site.auth.close()
@@ -350,3 +350,14 @@ def test_safe_next_never_leaves_the_site(value: str) -> None:
         assert not any(c.isspace() or ord(c) < 0x20 for c in kept)
         # A browser resolving it against this site stays on this site.
         assert urllib.parse.urlsplit(urllib.parse.urljoin("https://app.example/x/", kept)).netloc == "app.example"
+
+
+def test_a_flood_of_logins_never_signs_anyone_out(fake_entra: FakeEntra, fake_clock: FakeClock) -> None:
+    store = MemorySessionStore(clock=fake_clock, max_entries=10, max_pending=5)
+    site = make_site(fake_entra, fake_clock, store=store)
+    start = site.signin.start(redirect_uri=REDIRECT)
+    done = site.signin.finish(start.pending_id, site.sign_in(start.url))
+    for _ in range(50):
+        site.signin.start(redirect_uri=REDIRECT)
+    assert site.signin.user(done.session_id) and len(store) == 6
+    site.auth.close()
