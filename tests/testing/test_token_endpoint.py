@@ -822,3 +822,17 @@ def test_any_client_assertion_gets_an_oauth_answer(
             "scope": f"{s.api.app_id}/.default",
         }
         assert post(fake_entra, s.tenant.tenant_id, form).status_code in {400, 401}
+
+
+@pytest.mark.parametrize("asked", ["User.Read", "https://graph.microsoft.com/User.Read"])
+def test_graph_permissions_are_answered_by_their_short_names(fake_entra: FakeEntra, s: Scenario, asked: str) -> None:
+    # Entra answers Graph's scopes as `User.Read`; MSAL finds its cached Graph token by that string.
+    fake_entra.grant_consent(s.client, fake_entra.microsoft_graph(), ["User.Read"])
+    response = post(fake_entra, s.tenant.tenant_id, ropc_form(s, scope=f"{asked} openid profile offline_access"))
+    assert response.status_code == 200, response.text
+    granted = response.json()["scope"].split()
+    assert "User.Read" in granted
+    assert not any(g.startswith("https://graph.microsoft.com") for g in granted)
+    # Other resources keep the full form.
+    other = post(fake_entra, s.tenant.tenant_id, ropc_form(s)).json()["scope"].split()
+    assert f"{s.api.app_id}/Weather.Read" in other or any(g.endswith("/Weather.Read") and "/" in g for g in other)

@@ -1074,7 +1074,10 @@ def _user_response(
         azpacr=client.acr,
     )
     body = _app_response(token, ctx.now)
-    granted = [f"{prefix}/{s}" for s in scopes]
+    # Entra names Microsoft Graph's permissions by their short names in the answer (`User.Read`), other
+    # resources' in full form; MSAL looks cached tokens up by these strings.
+    graph = prefix.rstrip("/").lower() == _GRAPH
+    granted = list(scopes) if graph else [f"{prefix}/{s}" for s in scopes]
     body["scope"] = " ".join(granted + sorted(o for o in oidc if o != "offline_access"))
     if "offline_access" in oidc:
         rt = b64url(secrets.token_bytes(48))
