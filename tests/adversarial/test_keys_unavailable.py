@@ -5,28 +5,15 @@ cooldown, whichever adapter they arrive through."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from entra_mw.testing import FakeClock, FakeEntra
+from entra_mw.testing import FakeClock
 
-from ._adapters import ADAPTERS, Adapters, World, make_world
+from ._adapters import ADAPTERS, Adapters, World
 from ._rules import check_reply, token_parts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def world(fake_entra: FakeEntra, fake_clock: FakeClock) -> AsyncIterator[World]:
-    world = make_world(fake_entra, fake_clock)
-    yield world
-    await world.auth.aclose()
 
 
 @pytest.mark.parametrize("fault", ["outage", "empty-key-set", "garbage"])

@@ -6,30 +6,15 @@ malformed request, 401 with a bare challenge for a missing token), and keep the 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from entra_mw.testing import FakeClock, FakeEntra
-
-from ._adapters import ADAPTERS, PATHS, WSGI_ADAPTERS, Adapters, Headers, World, call_wsgi, folded, make_world
+from ._adapters import ADAPTERS, PATHS, WSGI_ADAPTERS, Adapters, Headers, World, call_wsgi, folded
 from ._rules import check_reply, token_parts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def world(fake_entra: FakeEntra, fake_clock: FakeClock) -> AsyncIterator[World]:
-    world = make_world(fake_entra, fake_clock)
-    yield world
-    await world.auth.aclose()
 
 
 def _cases(token: str) -> list[tuple[str, Headers, bytes]]:

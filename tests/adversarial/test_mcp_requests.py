@@ -4,28 +4,12 @@ core's verdict on how the token was sent before the SDK sees the request."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from entra_mw.testing import FakeClock, FakeEntra
-
-from ._adapters import RESOURCE, Adapters, ASGIApp, Receive, Scope, Send, World, call_asgi, make_world
+from ._adapters import RESOURCE, Adapters, ASGIApp, Receive, Scope, Send, World, call_asgi
 from ._rules import check_reply
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def world(fake_entra: FakeEntra, fake_clock: FakeClock) -> AsyncIterator[World]:
-    world = make_world(fake_entra, fake_clock)
-    yield world
-    await world.auth.aclose()
 
 
 @pytest.mark.parametrize(

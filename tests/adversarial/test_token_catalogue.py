@@ -5,33 +5,18 @@ record carries the token."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from entra_mw.testing import FakeClock, FakeEntra
-
-from ._adapters import ADAPTERS, Adapters, World, make_world
+from ._adapters import ADAPTERS, Adapters, World
 from ._catalogue import catalogue
 from ._catalogue import expected as allowed
 from ._rules import check_reply, token_parts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def world(fake_entra: FakeEntra, fake_clock: FakeClock) -> AsyncIterator[World]:
-    world = make_world(fake_entra, fake_clock)
-    yield world
-    await world.auth.aclose()
 
 
 async def test_every_adapter_gives_the_cores_verdict(
