@@ -40,6 +40,22 @@ class Served:
     def api_scope(self, name: str = ".default") -> str:
         return f"{self.scn.api.identifier_uris[0]}/{name}"
 
+    def user_token(self, **kw: Any) -> str:
+        """Alice's token for the weather API, through the client app."""
+        return self.fake.user_token(self.scn.user, client=self.scn.client, resource=self.scn.api, **kw)
+
+    def expired_token(self) -> str:
+        """Alice's token for the weather API, expired an hour ago."""
+        now = int(self.fake.clock.time())
+        return self.user_token(extra_claims={"iat": now - 7200, "nbf": now - 7200, "exp": now - 3600})
+
+    def other_tenant_token(self) -> str:
+        """A multi-tenant client's user in another tenant: a genuine token for the weather API, issued by that
+        tenant."""
+        other = self.fake.add_tenant(domain="fabrikam.onmicrosoft.com")
+        bob = self.fake.add_user(other, upn="bob@fabrikam.onmicrosoft.com", password="B0b-p@ss")
+        return self.fake.user_token(bob, client=self.scn.client, resource=self.scn.api)
+
     def validator(self, audience_app: App | None = None) -> EntraAuth:
         """entra_mw's validator for ``audience_app`` (default: the weather API), over the network."""
         app = audience_app or self.scn.api

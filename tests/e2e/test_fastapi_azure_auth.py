@@ -100,7 +100,7 @@ def _get(client: TestClient, path: str, token: str) -> httpx2.Response:
 
 def test_single_tenant_accepts_user_and_app_tokens(w: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", w.served.ca_file)  # MSAL's requests session
-    minted = w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api)
+    minted = w.user_token()
     # Tokens from the served token endpoint through MSAL: OBO for alice, client credentials for the client.
     obo = token_of(
         w.cca(w.scn.blueprint.app_id, w.scn.blueprint_secret).acquire_token_on_behalf_of(
@@ -137,23 +137,10 @@ def test_single_tenant_accepts_user_and_app_tokens(w: Served, monkeypatch: pytes
     assert w.fake.request_count("jwks") == 1
 
 
-def _expired(w: Served) -> str:
-    now = int(w.fake.clock.time())
-    past = {"iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}
-    return w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api, extra_claims=past)
-
-
-def _other_tenant(w: Served) -> str:
-    # A multi-tenant client's user in another tenant: a genuine token, issued by that tenant.
-    other = w.fake.add_tenant(domain="fabrikam.onmicrosoft.com")
-    bob = w.fake.add_user(other, upn="bob@fabrikam.onmicrosoft.com", password="B0b-p@ss")
-    return w.fake.user_token(bob, client=w.scn.client, resource=w.scn.api)
-
-
 def _foreign_key(w: Served) -> str:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    claims = w.fake.decode(w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api))
+    claims = w.fake.decode(w.user_token())
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return w.fake.mint_raw({"typ": "JWT", "alg": "RS256", "kid": "not-a-published-kid"}, claims, key=key)
 
@@ -168,13 +155,13 @@ def _foreign_key(w: Served) -> str:
             "Token contains invalid claims",
             id="wrong-audience",
         ),
-        pytest.param(_expired, "/whoami", 401, "Token signature has expired", id="expired"),
-        pytest.param(_other_tenant, "/whoami", 401, "Token contains invalid claims", id="other-tenant"),
+        pytest.param(Served.expired_token, "/whoami", 401, "Token signature has expired", id="expired"),
+        pytest.param(Served.other_tenant_token, "/whoami", 401, "Token contains invalid claims", id="other-tenant"),
         pytest.param(
             _foreign_key, "/whoami", 401, "Unable to verify token, no signing keys found", id="unpublished-key"
         ),
         pytest.param(
-            lambda w: w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api, version=1),
+            lambda w: w.user_token(version=1),
             "/whoami",
             401,
             "Token contains invalid claims",
@@ -192,7 +179,7 @@ def _foreign_key(w: Served) -> str:
 def test_single_tenant_refuses(w: Served, make: Any, path: str, status: int, message: str) -> None:
     token = make(w)
     with TestClient(_api(_single_tenant(w))) as client:
-        good = _get(client, "/whoami", w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api))
+        good = _get(client, "/whoami", w.user_token())
         refused = _get(client, path, token)
     assert good.status_code == 200, good.text  # the same scheme accepts the genuine token
     assert refused.status_code == status, refused.text
@@ -202,7 +189,7 @@ def test_single_tenant_refuses(w: Served, make: Any, path: str, status: int, mes
 
 def test_trusts_the_served_ca_through_ssl_cert_file(w: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", w.served.ca_bundle)
-    token = w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api)
+    token = w.user_token()
     with TestClient(_api(_single_tenant(w, http_client_config=None))) as client:
         response = _get(client, "/weather", token)
     assert response.status_code == 200, response.text
@@ -217,7 +204,7 @@ def test_base_scheme_with_openid_config_url(w: Served) -> None:
         openapi_token_url=f"{w.served.authority(w.tid)}/oauth2/v2.0/token",
         http_client_config={"verify": w.served.ssl_context()},
     )
-    token = w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api)
+    token = w.user_token()
     with TestClient(_api(scheme)) as client:
         response = _get(client, "/weather", token)
     assert response.status_code == 200, response.text
@@ -228,7 +215,7 @@ def test_base_scheme_with_openid_config_url(w: Served) -> None:
 def test_claims_mapping_app_keys_through_appid(w: Served) -> None:
     # An app with its own signing key (claims mapping): its tokens verify only against ?appid= metadata and keys.
     w.fake.add_app_specific_key(w.scn.api)
-    token = w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api)
+    token = w.user_token()
     with TestClient(_api(_single_tenant(w, openid_config_use_app_id=True))) as client:
         with_appid = _get(client, "/weather", token)
     with TestClient(_api(_single_tenant(w))) as client:
@@ -259,7 +246,7 @@ def test_multi_tenant_with_issuer_validation(w: Served) -> None:
         http_client_config={"verify": w.served.ssl_context()},
     )
     scheme.openid_config.config_url = _metadata_url(w, "common")
-    home = w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api)
+    home = w.user_token()
     guest_tenant = w.fake.user_token(bob, client=w.scn.client, resource=w.scn.api)
     stranger = w.fake.user_token(carol, client=w.scn.client, resource=w.scn.api)
     # A token whose iss names another tenant than its tid: the tenant's issuer is not the token's.

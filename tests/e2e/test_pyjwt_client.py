@@ -93,7 +93,7 @@ def test_metadata_issuer_is_the_tenants_v2_issuer(w: Served) -> None:
 
 def test_accepts_user_and_app_tokens(w: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", w.served.ca_file)
-    user = w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api)
+    user = w.user_token()
     app_only = token_of(w.cca(w.scn.client.app_id, w.scn.client_secret).acquire_token_for_client([w.api_scope()]))
     client = _client(w)
     as_user, as_app = _get(client, user), _get(client, app_only)
@@ -107,18 +107,6 @@ def test_accepts_user_and_app_tokens(w: Served, monkeypatch: pytest.MonkeyPatch)
     assert as_app.get_json()["idtyp"] == "app"
 
 
-def _expired(w: Served) -> str:
-    now = int(w.fake.clock.time())
-    past = {"iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}
-    return w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api, extra_claims=past)
-
-
-def _other_tenant(w: Served) -> str:
-    other = w.fake.add_tenant(domain="fabrikam.onmicrosoft.com")
-    bob = w.fake.add_user(other, upn="bob@fabrikam.onmicrosoft.com", password="B0b-p@ss")
-    return w.fake.user_token(bob, client=w.scn.client, resource=w.scn.api)
-
-
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
@@ -127,10 +115,10 @@ def _other_tenant(w: Served) -> str:
             "InvalidAudienceError",
             id="wrong-audience",
         ),
-        pytest.param(_expired, "ExpiredSignatureError", id="expired"),
-        pytest.param(_other_tenant, "InvalidIssuerError", id="other-tenant"),
+        pytest.param(Served.expired_token, "ExpiredSignatureError", id="expired"),
+        pytest.param(Served.other_tenant_token, "InvalidIssuerError", id="other-tenant"),
         pytest.param(
-            lambda w: w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api, version=1),
+            lambda w: w.user_token(version=1),
             "InvalidIssuerError",  # sts.windows.net, and api://… as audience
             id="v1-token",
         ),
@@ -138,7 +126,7 @@ def _other_tenant(w: Served) -> str:
 )
 def test_refuses(w: Served, make: Callable[[Served], str], reason: str) -> None:
     client = _client(w)
-    assert _get(client, w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api)).status_code == 200
+    assert _get(client, w.user_token()).status_code == 200
     refused = _get(client, make(w))
     assert refused.status_code == 401
     assert refused.get_json()["reason"] == reason
@@ -150,10 +138,10 @@ def test_rotated_key_is_fetched_on_its_first_token(w: Served) -> None:
     jwks = jwt.PyJWKClient(
         f"{w.served.authority(w.tid)}/discovery/v2.0/keys", ssl_context=w.served.ssl_context(), cooldown_duration=0
     )
-    first = w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api)
+    first = w.user_token()
     assert jwks.get_signing_key_from_jwt(first).key_id == w.fake.current_kid
     new_kid = w.fake.rotate_keys(keep_old=False)
-    rotated = w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api)
+    rotated = w.user_token()
     key = jwks.get_signing_key_from_jwt(rotated)
     assert key.key_id == new_kid
     assert jwt.decode(rotated, key.key, algorithms=["RS256"], audience=w.scn.api.app_id)["oid"] == w.scn.user.object_id
@@ -169,5 +157,5 @@ def test_every_published_key_loads_in_pyjwt(w: Served) -> None:
     keys = jwks.get_signing_keys()
     assert len(keys) == 2
     for key in keys:
-        token = w.fake.user_token(w.scn.user, client=w.scn.client, resource=w.scn.api, kid=key.key_id)
+        token = w.user_token(kid=key.key_id)
         assert jwt.decode(token, key.key, algorithms=["RS256"], audience=w.scn.api.app_id)["oid"]
