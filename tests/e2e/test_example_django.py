@@ -40,22 +40,18 @@ JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
 
 
 @pytest.fixture
-def tenant(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTenant]:
-    """A local tenant, and Django set up as the example's settings say, reading this tenant's variables."""
-    tenant = LocalTenant.start()
+def tenant(tenant: LocalTenant, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTenant]:
+    """The local tenant, and Django set up as the example's settings say, reading this tenant's variables."""
     for name, value in sidecar_environment(tenant).items():
         monkeypatch.setenv(name, value)
-    try:
-        # Entering and leaving the override changes ENTRA_MW: a new engine for this tenant, closed afterwards.
-        with override_settings(
-            ROOT_URLCONF=example.ROOT_URLCONF,
-            MIDDLEWARE=example.MIDDLEWARE,
-            REST_FRAMEWORK=example.REST_FRAMEWORK,
-            ENTRA_MW=example.ENTRA_MW,
-        ):
-            yield tenant
-    finally:
-        tenant.close()
+    # Entering and leaving the override changes ENTRA_MW: a new engine for this tenant, closed afterwards.
+    with override_settings(
+        ROOT_URLCONF=example.ROOT_URLCONF,
+        MIDDLEWARE=example.MIDDLEWARE,
+        REST_FRAMEWORK=example.REST_FRAMEWORK,
+        ENTRA_MW=example.ENTRA_MW,
+    ):
+        yield tenant
 
 
 @pytest.fixture(params=["asgi", "wsgi"])

@@ -20,13 +20,6 @@ pytestmark = [pytest.mark.loopback, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def tenant() -> Iterator[LocalTenant]:
-    tenant = LocalTenant.start()
-    yield tenant
-    tenant.close()
-
-
-@pytest.fixture
 def port(tenant: LocalTenant) -> Iterator[int]:
     server = UvicornServer(create_app(tenant.auth()), 0)
     try:
