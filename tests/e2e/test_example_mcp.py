@@ -18,11 +18,12 @@ from example_apps.mcp_server.local import LocalStack
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata
 from mcp.shared.exceptions import MCPError
 from mcp.types import TextContent
 
 from tests.testing._browser import Browser, redirect_params
+from tests.testing._mcp_storage import MemoryStorage
 
 pytestmark = [pytest.mark.loopback, pytest.mark.timeout(120)]
 
@@ -204,26 +205,6 @@ def test_one_command_walkthrough() -> None:
 # -- the SDK's OAuth client: discovery, sign-in through FakeEntra, step-up ------------------------------------------
 
 
-class _Storage:
-    """The SDK client's token storage, holding the pre-registered client (Entra has no dynamic registration)."""
-
-    def __init__(self, client_info: OAuthClientInformationFull) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = client_info
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
 def test_the_sdk_oauth_client_signs_in_and_steps_up(stack: LocalStack) -> None:
     """From nothing but the server's URL: the 401, the metadata document, FakeEntra's sign-in (authorization code,
     PKCE, RFC 8707 resource) for Tools.Use, then the per-tool 403 and a second sign-in for Forecast.Read."""
@@ -257,7 +238,7 @@ def test_the_sdk_oauth_client_signs_in_and_steps_up(stack: LocalStack) -> None:
             grant_types=["authorization_code", "refresh_token"],
             client_name="example MCP client",
         ),
-        storage=_Storage(
+        storage=MemoryStorage(
             OAuthClientInformationFull(
                 client_id=d.client.app_id,
                 redirect_uris=[redirect],  # type: ignore[list-item]

@@ -29,8 +29,9 @@ from mcp.shared.auth import (  # noqa: E402
     OAuthClientInformationFull,
     OAuthClientMetadata,
     OAuthMetadata,
-    OAuthToken,
 )
+
+from ._mcp_storage import MemoryStorage  # noqa: E402
 
 MCP_URL = "https://mcp.example.test/mcp"
 MCP_RESOURCE = "https://mcp.example.test"
@@ -161,24 +162,6 @@ class _Router(httpx2.AsyncBaseTransport):
         return await self.routes[request.url.host].handle_async_request(request)
 
 
-class _Storage:
-    def __init__(self, client_info: OAuthClientInformationFull) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info = client_info
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
 def _mcp_server(
     fake: FakeEntra, api: App, tid: str, resource: str, seen: list[str], scope: str = f"{MCP_RESOURCE}/tools.call"
 ) -> httpx2.MockTransport:
@@ -243,7 +226,7 @@ def _provider(fake: FakeEntra, s: Scenario, cli: App, events: list[str]) -> Any:
     return mcp_auth.OAuthClientProvider(
         server_url=MCP_URL,
         client_metadata=metadata,
-        storage=_Storage(info),
+        storage=MemoryStorage(info),
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
     ), person
