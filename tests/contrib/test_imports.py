@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+
+from .._imports import loaded_after
 
 FRAMEWORKS = ("starlette", "fastapi", "flask", "werkzeug", "django", "mcp")
 
@@ -25,12 +24,7 @@ FRAMEWORKS = ("starlette", "fastapi", "flask", "werkzeug", "django", "mcp")
 def test_one_framework_per_module(module: str, allowed: tuple[str, ...]) -> None:
     for name in allowed:
         pytest.importorskip(name)
-    code = (
-        f"import sys, {module}\n"
-        f"print(','.join(m for m in {FRAMEWORKS!r} if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = set(filter(None, out.stdout.strip().split(",")))
+    loaded = loaded_after(module, FRAMEWORKS)
     assert loaded <= set(allowed), f"{module} imports {sorted(loaded - set(allowed))}"
     if allowed:
         assert allowed[0] in loaded

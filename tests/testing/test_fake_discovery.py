@@ -179,12 +179,7 @@ def test_fake_clock() -> None:
 
 
 def test_plugin_import_is_light() -> None:
-    import subprocess
-    import sys
+    from .._imports import loaded_after
 
-    code = (
-        "import sys, entra_mw.testing.pytest_plugin\n"
-        "heavy = [m for m in ('jwt', 'cryptography', 'entra_mw.testing._fake') if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    heavy = loaded_after("entra_mw.testing.pytest_plugin", ("jwt", "cryptography", "entra_mw.testing._fake"))
+    assert not heavy, heavy
