@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_docs import ROOT, Block, blocks
+
+from ._procs import free_port, wait_until
 
 QUICKSTART = ROOT / "docs" / "quickstart.md"
 BIN = Path(sys.executable).parent
@@ -43,13 +44,6 @@ def marked(path: Path) -> Iterator[tuple[str, Block]]:
         yield (match[1] if match else ""), block
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def stop(proc: subprocess.Popen[str]) -> str:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -59,16 +53,6 @@ def stop(proc: subprocess.Popen[str]) -> str:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
     return out
-
-
-def wait_until(check: object, proc: subprocess.Popen[str], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not callable(check) or not check():
-        if proc.poll() is not None:
-            raise AssertionError(f"{what} exited early:\n{proc.communicate()[0]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not start")
-        time.sleep(0.05)
 
 
 def listening(port: int) -> bool:

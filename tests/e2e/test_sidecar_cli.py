@@ -7,10 +7,8 @@ import contextlib
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,14 +19,9 @@ from entra_mw.cli import main
 from entra_mw.sidecar._cli import listen_address
 from entra_mw.testing import FakeEntra, Scenario, ServedFakeEntra
 
+from ._procs import free_port, wait_until
+
 pytestmark = [pytest.mark.loopback, pytest.mark.timeout(120)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +60,13 @@ def run_cli(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen
     )
 
 
+def _healthy(url: str) -> bool:
+    try:
+        return httpx2.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx2.TransportError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def sidecar(world: tuple[FakeEntra, Scenario, ServedFakeEntra]) -> Iterator[str]:
     _, scn, served = world
@@ -76,18 +76,7 @@ def sidecar(world: tuple[FakeEntra, Scenario, ServedFakeEntra]) -> Iterator[str]
     proc = run_cli(["sidecar"], env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"entra-mw sidecar exited: {proc.communicate()}")
-            try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("entra-mw sidecar did not start")
-            time.sleep(0.1)
+        wait_until(lambda: _healthy(url), proc, "entra-mw sidecar")
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
