@@ -120,6 +120,11 @@ class EnvTree:
         found = self._last(name)
         return found[0].strip() if found is not None else None
 
+    def flag(self, name: str) -> bool | None:
+        """``name`` as a boolean (see :func:`parse_bool`), or ``None`` when it is absent or empty."""
+        value = self.get(name)
+        return parse_bool(value, self.written(name)) if value else None
+
     def written(self, name: str) -> str:
         """The variable for ``name`` as the user wrote it, or its canonical spelling when it is absent."""
         found = self._last(name)
@@ -177,12 +182,12 @@ def _check_names(section: EnvTree, known: frozenset[str], unused: frozenset[str]
         close = difflib.get_close_matches(low, vocabulary, n=1, cutoff=0.8)
         if close:
             raise ConfigurationError(
-                f"unknown configuration key {written} (did you mean {_respell(written, low, close[0])}?)", key=written
+                f"unknown configuration key {written} (did you mean {_respell(written, close[0])}?)", key=written
             )
         logger.warning("configuration key %s is not known to entra_mw or the sidecar; ignored", written)
 
 
-def _respell(written: str, low: str, intended: str) -> str:
+def _respell(written: str, intended: str) -> str:
     # Point at the intended key in the user's own prefix: AzureAd__ClientSecrt → AzureAd__ClientSecret.
     prefix = written[: len(written) - len(written.rsplit("__", maxsplit=1)[-1].rsplit(":", maxsplit=1)[-1])]
     canonical = {k.lower(): k for k in _CANONICAL}.get(intended, intended)
@@ -269,10 +274,17 @@ _SOURCE_NUMBERS: Final = {
 }
 
 
+def _needed(section: EnvTree, key: str, name: str, source: str) -> str:
+    value = section.get(name)
+    if not value:
+        raise ConfigurationError(f"{key}__{name} is required for SourceType={source}", key=f"{key}__{name}")
+    return value
+
+
 def credential_from_env(section: EnvTree, key: str, env: Mapping[str, str]) -> Credential | None:
     """One ``ClientCredentials__N`` entry, or ``None`` when it says ``Skip``."""
     _check_names(section, _CREDENTIAL_KEYS)
-    if section.get("Skip") and parse_bool(section.get("Skip") or "", section.written("Skip")):
+    if section.flag("Skip"):
         return None
     source_raw = section.get("SourceType")
     if not source_raw:
@@ -282,26 +294,17 @@ def credential_from_env(section: EnvTree, key: str, env: Mapping[str, str]) -> C
     if source in _UNSUPPORTED_SOURCES:
         raise ConfigurationError(f"{source_key}={source_raw}: {_UNSUPPORTED_SOURCES[source]}", key=source_key)
     if source == "clientsecret":
-        secret = section.get("ClientSecret")
-        if not secret:
-            raise ConfigurationError(
-                f"{key}__ClientSecret is required for SourceType=ClientSecret", key=f"{key}__ClientSecret"
-            )
-        return ClientSecret(secret)
+        return ClientSecret(_needed(section, key, "ClientSecret", "ClientSecret"))
     if source in ("path", "certificate"):
-        path = section.get("CertificateDiskPath")
-        if not path:
-            raise ConfigurationError(
-                f"{key}__CertificateDiskPath is required for SourceType=Path", key=f"{key}__CertificateDiskPath"
-            )
-        return CertificateCredential(path=path, password=section.get("CertificatePassword") or None)
+        return CertificateCredential(
+            path=_needed(section, key, "CertificateDiskPath", "Path"),
+            password=section.get("CertificatePassword") or None,
+        )
     if source == "base64encoded":
-        value = section.get("Base64EncodedValue")
-        if not value:
-            raise ConfigurationError(
-                f"{key}__Base64EncodedValue is required for SourceType=Base64Encoded", key=f"{key}__Base64EncodedValue"
-            )
-        return CertificateCredential(base64=value, password=section.get("CertificatePassword") or None)
+        return CertificateCredential(
+            base64=_needed(section, key, "Base64EncodedValue", "Base64Encoded"),
+            password=section.get("CertificatePassword") or None,
+        )
     if source == "signedassertionfilepath":
         path = section.get("SignedAssertionFileDiskPath") or section.get("SignedAssertionFilePath")
         return SignedAssertionFile(path=path or None)
@@ -319,9 +322,9 @@ def _downstream_from_env(section: EnvTree, key: str) -> DownstreamApi:
     # /AuthorizationHeader* has none, and calling it is refused.
     base_url = section.get("BaseUrl") or ""
     kwargs: dict[str, Any] = {"base_url": base_url, "scopes": tuple(section.list("Scopes"))}
-    if section.get("RequestAppToken"):
-        written = section.written("RequestAppToken")
-        kwargs["request_app_token"] = parse_bool(section.get("RequestAppToken") or "", written)
+    request_app_token = section.flag("RequestAppToken")
+    if request_app_token is not None:
+        kwargs["request_app_token"] = request_app_token
     if section.get("RelativePath") is not None:
         kwargs["relative_path"] = section.get("RelativePath") or ""
     if section.get("HttpMethod"):
@@ -405,12 +408,10 @@ def config_from_env(cls: type[EntraConfig], environ: Mapping[str, str]) -> Entra
     extra_q = ad.section("ExtraQueryParameters").flat()
     if extra_q:
         kwargs["extra_query_parameters"] = {**kwargs.get("extra_query_parameters", {}), **extra_q}
-    if ad.get("SendX5C"):
-        kwargs["send_x5c"] = parse_bool(ad.get("SendX5C") or "", ad.written("SendX5C"))
-    if ad.get("AllowWebApiToBeAuthorizedByACL"):
-        kwargs["allow_acl_authorization"] = parse_bool(
-            ad.get("AllowWebApiToBeAuthorizedByACL") or "", ad.written("AllowWebApiToBeAuthorizedByACL")
-        )
+    for variable, name in (("SendX5C", "send_x5c"), ("AllowWebApiToBeAuthorizedByACL", "allow_acl_authorization")):
+        flag = ad.flag(variable)
+        if flag is not None:
+            kwargs[name] = flag
     if ad.get("Scopes"):
         kwargs["validate_scopes"] = ad.get("Scopes")
     allowed = ad.list("AllowedTenants")
