@@ -14,7 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
 import httpx2
@@ -34,6 +34,9 @@ from ..errors import (
 )
 from ._openapi import openapi_document
 from ._options import AgentParams, Effective, Overrides, SidecarOptions, effective_options
+
+if TYPE_CHECKING:
+    from .._downstream import Downstream
 
 __all__ = ["HostFiltering", "LoopbackOnly", "SidecarRoutes", "is_local_client"]
 
@@ -102,14 +105,9 @@ class LoopbackOnly:
         self.app = app
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and not is_local_client(scope.get("client"))
-            and scope["path"].rstrip("/").lower() != "/healthz"
-        ):
+        if scope["type"] == "http" and not is_local_client(scope.get("client")) and not _is_health(scope):
             logger.warning("non-loopback caller refused path=%s", scope["path"][:100])
-            await send({"type": "http.response.start", "status": 403, "headers": [(b"content-length", b"0")]})
-            await send({"type": "http.response.body", "body": b""})
+            await _refuse(403, send)
             return
         await self.app(scope, receive, send)
 
@@ -134,14 +132,25 @@ class HostFiltering:
         )
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].rstrip("/").lower() != "/healthz":
+        if scope["type"] == "http" and not _is_health(scope):
             hosts = [v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"host"]
             if len(hosts) != 1 or not self._allowed(hosts[0]):
                 logger.warning("request refused: its Host header is not in AllowedHosts")
-                await send({"type": "http.response.start", "status": 400, "headers": [(b"content-length", b"0")]})
-                await send({"type": "http.response.body", "body": b""})
+                await _refuse(400, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _is_health(scope: MutableMapping[str, Any]) -> bool:
+    """``/healthz``, which the caller checks exempt."""
+    path: str = scope["path"]
+    return path.rstrip("/").lower() == "/healthz"
+
+
+async def _refuse(status: int, send: Any) -> None:
+    """A caller-check refusal: the status, an empty body."""
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def problem(status: int, detail: str | None = None, headers: dict[str, str] | None = None) -> Response:
@@ -293,7 +302,7 @@ class SidecarRoutes:
 
     def _prepare(
         self, request: Request, api_name: str, ctx: AuthContext | None, *, allowed: bool, route: str
-    ) -> tuple[Effective, Any]:
+    ) -> tuple[Effective, Downstream]:
         """Merge the overrides, apply the agent parameters, and build the request's ``Downstream``."""
         query = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         effective = effective_options(self.config, api_name, Overrides.from_query(query), allowed=allowed, route=route)
@@ -334,14 +343,7 @@ class SidecarRoutes:
         try:
             ctx = await self._caller(request) if authenticated else None
             effective, downstream = self._prepare(request, api_name, ctx, allowed=allowed, route=route)
-            header = await downstream.aauthorization_header(
-                api_name,
-                scopes=effective.scopes,
-                app=effective.request_app_token,
-                tenant=effective.tenant,
-                claims=effective.claims,
-                force_refresh=effective.force_refresh,
-            )
+            header = await _authorization_header(downstream, api_name, effective, force_refresh=effective.force_refresh)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the official answer, a bug a generic 500
             return render_error(exc, overridden=effective is not None and effective.overridden)
         return ok_json({"authorizationHeader": header})
@@ -374,14 +376,7 @@ class SidecarRoutes:
                     return problem(413, f"The request body is larger than {MAX_REQUEST_BODY} bytes")
                 headers["Content-Type"] = content_type
             if effective.force_refresh or effective.claims:
-                await downstream.aauthorization_header(
-                    api_name,
-                    scopes=effective.scopes,
-                    app=effective.request_app_token,
-                    tenant=effective.tenant,
-                    claims=effective.claims,
-                    force_refresh=True,
-                )
+                await _authorization_header(downstream, api_name, effective, force_refresh=True)
             response = await downstream.acall(
                 api_name,
                 effective.relative_path or "",
@@ -445,6 +440,20 @@ class SidecarRoutes:
             if not response.is_redirect:
                 return response
         return response
+
+
+async def _authorization_header(
+    downstream: Downstream, api_name: str, effective: Effective, *, force_refresh: bool
+) -> str:
+    """The header for ``api_name`` as the request's merged options say."""
+    return await downstream.aauthorization_header(
+        api_name,
+        scopes=effective.scopes,
+        app=effective.request_app_token,
+        tenant=effective.tenant,
+        claims=effective.claims,
+        force_refresh=force_refresh,
+    )
 
 
 def envelope(response: httpx2.Response) -> dict[str, Any]:
