@@ -10,30 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .._uvicorn import uvicorn_thread
 from ._adapters import ASGIApp, WSGIApp
 
 
-@contextlib.contextmanager
-def uvicorn_server(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off") -> Iterator[int]:
-    import uvicorn
-
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan=lifespan, log_level="critical", ws="websockets-sansio"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(1000):
-            if server.started or not thread.is_alive():
-                break
-            thread.join(0.01)
-        if not server.started:
-            raise RuntimeError("uvicorn did not start")
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
+def uvicorn_server(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off") -> contextlib.AbstractContextManager[int]:
+    return uvicorn_thread(app, lifespan=lifespan, ws="websockets-sansio")
 
 
 @contextlib.contextmanager

@@ -6,12 +6,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -21,31 +19,7 @@ from entra_mw import EntraConfig
 from entra_mw.sidecar import create_app
 from entra_mw.testing import FakeEntra, Scenario, ServedFakeEntra
 
-
-class ServerThread:
-    """uvicorn on an ephemeral 127.0.0.1 port, in a thread; ``stop`` ends it (and runs the app's shutdown)."""
-
-    def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "on") -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan=lifespan, log_level="critical")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> str:
-        self.thread.start()
-        for _ in range(1000):
-            if self.server.started:
-                break
-            if not self.thread.is_alive():
-                raise RuntimeError("uvicorn exited before it started")
-            self.thread.join(0.01)
-        else:
-            raise RuntimeError("uvicorn did not start")
-        port: int = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+from .._uvicorn import uvicorn_thread
 
 
 @dataclass
@@ -157,21 +131,15 @@ def sidecar_env(served: ServedFakeEntra, scn: Scenario, api_url: str, **extra: s
 @contextlib.contextmanager
 def running_sidecar(env: Mapping[str, str]) -> Iterator[str]:
     """``create_app`` for ``env`` under uvicorn on loopback; yields its base URL."""
-    app = create_app(EntraConfig.from_env(env), environ=env)
-    server = ServerThread(app)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with running(create_app(EntraConfig.from_env(env), environ=env), lifespan="on") as url:
+        yield url
 
 
 @contextlib.contextmanager
 def running(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[str]:
-    server = ServerThread(app, lifespan=lifespan)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    """``app`` under uvicorn on loopback (running its shutdown when ``lifespan="on"``); yields its base URL."""
+    with uvicorn_thread(app, lifespan=lifespan) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def user_token(fake: FakeEntra, scn: Scenario) -> str:
