@@ -60,8 +60,9 @@ from ._acquisition._types import (
     request_key,
     scope_set,
 )
-from ._config import _DOMAIN, META_TENANTS, DownstreamApi, sequence_of
+from ._config import DownstreamApi, sequence_of
 from ._http import Deadline, aread_capped, read_capped
+from ._ids import DOMAIN, META_TENANTS, is_guid
 from ._principal import Principal
 from .errors import ConfigurationError, DownstreamCallError, DownstreamRequestError
 
@@ -114,15 +115,8 @@ _PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Percent-encoded '/', '\' and NUL change how a server splits or ends the path.
 _ENCODED_SEPARATOR = re.compile(r"%(?:2[Ff]|5[Cc]|00)")
 _MAX_CLAIMS_CHALLENGE: Final = 16 * 1024
-# A GUID in its canonical 8-4-4-4-12 form only: uuid.UUID also takes braces, "urn:uuid:" and moved hyphens,
-# which would give one identity several spellings (and several cache keys).
-_CANONICAL_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 # The claims that tie a Principal to the token it was validated from.
 _IDENTITY_CLAIMS: Final = ("oid", "sub", "tid", "iss", "azp", "appid", "uti", "iat", "nbf", "exp")
-
-
-def _is_canonical_guid(value: object) -> bool:
-    return isinstance(value, str) and _CANONICAL_GUID.fullmatch(value) is not None
 
 
 # -- pure helpers: URL, headers, claims challenge ------------------------------------------------------------
@@ -357,7 +351,7 @@ def _check_tenant(tenant: str, what: str, *, config_key: str | None = None) -> s
 @functools.lru_cache(maxsize=1024)
 def _real_tenant(tenant: str) -> str | None:
     value = tenant.strip()
-    if value.lower() in META_TENANTS or not (_is_canonical_guid(value) or _DOMAIN.fullmatch(value)):
+    if value.lower() in META_TENANTS or not (is_guid(value) or DOMAIN.fullmatch(value)):
         return None
     return value
 
@@ -465,7 +459,7 @@ class Downstream:
             downstream.for_agent(agent_id).authorization_header("graph")                      # TR
             downstream.for_agent(agent_id, username="agent.user@contoso.com").call("graph", "me")
         """
-        if not isinstance(agent_id, str) or not _is_canonical_guid(agent_id.strip()):
+        if not isinstance(agent_id, str) or not is_guid(agent_id.strip()):
             raise DownstreamRequestError(
                 "AgentIdentity must be the agent identity's client id (a GUID)",
                 reason="bad_agent",
@@ -486,7 +480,7 @@ class Downstream:
                 )
             username = username.strip()
         if user_id is not None:
-            if not isinstance(user_id, str) or not _is_canonical_guid(user_id.strip()):
+            if not isinstance(user_id, str) or not is_guid(user_id.strip()):
                 # The sidecar's documented message (spec §1.3.1); only the 8-4-4-4-12 form is accepted.
                 raise DownstreamRequestError("AgentUserId must be a valid GUID", reason="bad_agent")
             user_id = user_id.strip().lower()

@@ -43,8 +43,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, get_args
 
 from .._clock import Clock, SystemClock, uniform
-from .._config import META_TENANTS, EntraConfig, _is_guid
+from .._config import EntraConfig
 from .._http import HttpSeam
+from .._ids import META_TENANTS, is_guid
 from ..errors import ConfigurationError, TokenAcquisitionError
 from ._types import OIDC_SCOPES, AccessToken, Flow, TokenRequest, assertion_claims
 
@@ -391,7 +392,7 @@ class Acquirer:
                 )
             if req.username and not (req.username.isascii() and req.username.isprintable() and " " not in req.username):
                 raise ConfigurationError("username must be an ASCII user principal name", key="username")
-            if req.user_object_id and not _is_guid(req.user_object_id):
+            if req.user_object_id and not is_guid(req.user_object_id):
                 raise ConfigurationError(
                     f"user_object_id must be a GUID, got {req.user_object_id!r}", key="user_object_id"
                 )
