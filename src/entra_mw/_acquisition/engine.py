@@ -155,7 +155,9 @@ class Acquirer:
         self._jitter = jitter
         # A clock written against the older protocol (time() and monotonic() only) sleeps for real.
         self._sleep: Callable[[float], None] = getattr(clock, "sleep", None) or SystemClock().sleep
-        self._msal_http: MsalHttpClient = MsalHttpClient(http, clock=clock)
+        self._msal_http: MsalHttpClient = MsalHttpClient(
+            http, clock=clock, instance=config.instance, allow_insecure_http=config.allow_insecure_http
+        )
         self._mi_http: MsalHttpClient | None = None
         self._chain: CredentialChain = CredentialChain(
             config.credentials, send_x5c=config.send_x5c, mi_http=self._managed_identity_http, clock=clock
