@@ -118,7 +118,7 @@ class Deadline:
         self._until = time.monotonic() + seconds  # real time on purpose: this bounds network I/O
 
     def remaining(self) -> float:
-        return self._until - time.monotonic()
+        return self._until - time.monotonic()  # real time: network I/O
 
     def check(self) -> None:
         if self.remaining() <= 0:

@@ -90,6 +90,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
+    # An HTTP-date is the server's wall time: compared with real wall time unless the caller gives ``now``.
     delay = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, min(delay, 86_400.0))
 
@@ -397,7 +398,7 @@ class AppTokenCache(msal.TokenCache):  # type: ignore[misc]
         if credential_type != self.CredentialType.ACCESS_TOKEN:
             yield from inner
             return
-        shift = time.time() - clock_now
+        shift = time.time() - clock_now  # MSAL compares expiry with time.time(): translate to it
         for entry in inner:
             out = dict(entry)
             for name in ("expires_on", "refresh_on", "extended_expires_on"):
