@@ -64,7 +64,7 @@ class TokenService:
     """The engine's tokens for downstream APIs: cache in front, a source behind it. See the module
     documentation."""
 
-    __slots__ = ("_shared", "_source", "config", "http", "plans")
+    __slots__ = ("_cache", "_shared", "_source", "config", "http", "plans")
 
     def __init__(
         self,
@@ -78,6 +78,7 @@ class TokenService:
     ) -> None:
         shared = _shared if _shared is not None else _Shared(config, http, clock, cache)
         self._shared = shared
+        self._cache = shared.cache  # this view's reference, once built: a hit reads one attribute less
         self._source = source  # None: the engine's acquirer, built on the first miss
         self.config = shared.config
         self.http = shared.http
@@ -98,7 +99,7 @@ class TokenService:
 
     @property
     def cache(self) -> TokenCache:
-        cache = self._shared.cache
+        cache = self._cache
         if cache is None:
             from ._acquisition.cache import TokenCache
 
@@ -106,7 +107,7 @@ class TokenService:
             with shared.lock:
                 if shared.cache is None:
                     shared.cache = TokenCache.from_config(shared.config, shared.clock)
-                cache = shared.cache
+                cache = self._cache = shared.cache
         return cache
 
     @property
