@@ -129,8 +129,8 @@ class Acquirer:
 
     ::
 
-        token = auth.acquirer.fetch(TokenRequest(flow="obo", scopes=("User.Read",), client_id=cid,
-                                                 tenant=principal.tid, user_assertion=raw_token))
+        token = acquirer.fetch(TokenRequest(flow="obo", scopes=("User.Read",), client_id=cid,
+                                            tenant=principal.tid, user_assertion=raw_token))
 
     Raises ``TokenAcquisitionError`` (Entra refused, or could not be reached: ``status_code`` 503) and
     ``ConfigurationError`` (a request or credential that can never work). Never returns a cached token the
