@@ -12,8 +12,8 @@ import anyio
 import httpx2
 import pytest
 
-from entra_mw import ClientSecret, ConfigurationError, DownstreamApi, EntraAuth, EntraConfig
-from entra_mw._acquisition._msal_http import MsalHttpClient
+from entra_mw import ClientSecret, ConfigurationError, DownstreamApi, EntraAuth, EntraConfig, TokenAcquisitionError
+from entra_mw._acquisition._msal_http import EndpointRefused, MsalHttpClient
 from entra_mw._acquisition._types import TokenRequest
 from entra_mw._acquisition.engine import Acquirer
 from entra_mw._downstream import DownstreamCallError
@@ -45,7 +45,7 @@ PUBLIC = "https://login.microsoftonline.com/"
 )
 def test_token_client_refuses_addresses_off_the_instance(url: str) -> None:
     client = msal_client(instance=PUBLIC)
-    with pytest.raises(ConfigurationError, match="refused identity endpoint"):
+    with pytest.raises(EndpointRefused, match="refused identity endpoint"):
         client.post(url, data={"grant_type": "client_credentials"})
 
 
@@ -57,7 +57,7 @@ def test_token_client_accepts_the_instance_and_its_cloud_aliases() -> None:
 
 def test_plain_http_only_for_an_opted_in_loopback_instance() -> None:
     url = "http://127.0.0.1:8080/tenant/oauth2/v2.0/token"
-    with pytest.raises(ConfigurationError, match="allow_insecure_http"):
+    with pytest.raises(EndpointRefused, match="allow_insecure_http"):
         msal_client(instance="http://127.0.0.1:8080/").post(url, data={"a": "b"})
     client = msal_client(instance="http://127.0.0.1:8080/", allow_insecure_http=True)
     assert client.post(url, data={"a": "b"}).status_code == 200
@@ -74,7 +74,8 @@ def test_managed_identity_client_keeps_its_local_http() -> None:
 def test_a_token_endpoint_from_discovery_off_the_instance_is_never_asked(
     fake_entra: FakeEntra, fake_clock: FakeClock, scn: Scenario
 ) -> None:
-    """Discovery names a token endpoint on another host: MSAL never posts the client secret there."""
+    """Discovery names a token endpoint on another host: MSAL never posts the client secret there, and the
+    caller gets a 502 (Entra's answer is unusable), not a retry storm."""
     asked: list[str] = []
 
     def handler(request: httpx2.Request) -> httpx2.Response:
@@ -98,8 +99,9 @@ def test_a_token_endpoint_from_discovery_off_the_instance_is_never_asked(
         request = TokenRequest(
             flow="app", scopes=(f"{scn.api.app_id}/.default",), client_id=config.client_id, tenant=config.tenant_id
         )
-        with pytest.raises(ConfigurationError, match="refused identity endpoint"):
+        with pytest.raises(TokenAcquisitionError, match="refused identity endpoint") as caught:
             acquirer.fetch(request)
+        assert caught.value.status_code == 502
     finally:
         acquirer.close()
         seam.close()

@@ -72,6 +72,11 @@ class TransportFailure(requests.ConnectionError):
     """
 
 
+class EndpointRefused(requests.RequestException):
+    """An address MSAL was about to use (read from Entra's discovery document) is off the configured instance:
+    nothing is sent there. The identity provider's answer is unusable (a 502), not unreachable."""
+
+
 class HttpStatusFailure(requests.HTTPError):
     """``raise_for_status`` on an error answer (MSAL calls it for HTTP >= 500)."""
 
@@ -148,13 +153,14 @@ class MsalHttpClient:
         http_client = MsalHttpClient(seam)
         app = msal.ConfidentialClientApplication(client_id, ..., http_client=http_client)
 
-    ``instance`` pins every address MSAL asks for (the authority's discovery document and the token endpoint it
-    names) to the configured instance, or another login host of its cloud (:func:`entra_mw._jwks.pinned_url_problem`);
-    plain ``http://`` then only with ``allow_insecure_http`` (a loopback instance). Whether or not a transport is
-    injected changes nothing. ``allow_local_http`` (the managed-identity client, which has no ``instance``)
+    ``instance`` pins every address MSAL asks for (the authority's discovery document and the token endpoint
+    it names) to the configured instance, or another login host of its cloud
+    (:func:`entra_mw._jwks.pinned_url_problem`); plain ``http://`` then only with ``allow_insecure_http`` (a
+    loopback instance). Whether or not a transport is injected changes nothing. A refused address raises
+    :class:`EndpointRefused`. ``allow_local_http`` (the managed-identity client, which has no ``instance``)
     permits plain ``http://`` to loopback and link-local hosts: the managed-identity endpoints (IMDS
-    ``169.254.169.254``, App Service and Arc on ``localhost``) speak plain HTTP by design; anything else must be
-    ``https://``.
+    ``169.254.169.254``, App Service and Arc on ``localhost``) speak plain HTTP by design; anything else must
+    be ``https://``.
     """
 
     def __init__(
@@ -239,10 +245,8 @@ class MsalHttpClient:
                 problem = "plain http needs a loopback instance with allow_insecure_http=True"
             if problem is None:
                 return
-            raise ConfigurationError(
-                f"refused identity endpoint {scheme}://{host or ''}: {problem}",
-                key="instance",
-            )
+            logger.warning("identity endpoint refused: %s://%s (%s)", scheme, host or "", problem)
+            raise EndpointRefused(f"refused identity endpoint {scheme}://{host or ''}: {problem}")
         if scheme == "https" and host:
             return
         if scheme == "http" and host and self._allow_local_http and _is_local_host(host):

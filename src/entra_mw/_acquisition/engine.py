@@ -405,7 +405,7 @@ class Acquirer:
         import msal.exceptions
         import requests
 
-        from ._msal_http import HttpStatusFailure
+        from ._msal_http import EndpointRefused, HttpStatusFailure
 
         try:
             result, leg, cred = self._run(req)
@@ -417,6 +417,16 @@ class Acquirer:
         except requests.RequestException as exc:
             if isinstance(exc, HttpStatusFailure):
                 raise self._http_failure(req.flow) from None
+            if isinstance(exc, EndpointRefused):
+                # Discovery named a token endpoint off the configured instance: the secret is never sent there.
+                raise _Failed(
+                    TokenAcquisitionError(
+                        f"{req.flow}: Entra's metadata is unusable ({exc})",
+                        error="invalid_response",
+                        http_status=None,
+                        status_code=502,
+                    )
+                ) from None
             raise _Failed(
                 TokenAcquisitionError(
                     f"Entra could not be reached ({exc})",
