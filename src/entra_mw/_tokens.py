@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._acquisition._types import AccessToken, TokenRequest
-    from ._acquisition.cache import CachedToken, TokenCache
+    from ._acquisition.cache import TokenCache
     from ._acquisition.engine import Acquirer
     from ._clock import Clock
     from ._config import EntraConfig
@@ -111,11 +111,6 @@ class TokenService:
         return cache
 
     @property
-    def built_cache(self) -> TokenCache | None:
-        """The cache if it has been built (or given), else ``None``; builds nothing."""
-        return self._shared.cache
-
-    @property
     def acquirer(self) -> Acquirer:
         """The engine's acquirer (MSAL loads with it)."""
         acquirer = self._shared.acquirer
@@ -134,10 +129,6 @@ class TokenService:
         return self._source if self._source is not None else self.acquirer
 
     # -- tokens ------------------------------------------------------------------------------------------
-
-    def peek(self, key: bytes) -> CachedToken | None:
-        """The cached entry for an L1 key when it can be served as it is (a hit), else ``None``."""
-        return self.cache.peek(key)
 
     def get(self, req: TokenRequest) -> AccessToken:
         """The token for ``req``: from the cache, else from the source (once for concurrent callers)."""
