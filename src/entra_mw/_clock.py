@@ -7,7 +7,7 @@ import random
 import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock", "uniform"]
+__all__ = ["Clock", "SystemClock", "seeded_random", "uniform"]
 
 
 @runtime_checkable
@@ -49,3 +49,8 @@ def uniform(low: float, high: float) -> float:
     """The default jitter source: a float in ``[low, high]``. Back-off takes any function of this shape, so a
     test can make the jitter deterministic."""
     return random.uniform(low, high)  # noqa: S311 - spreading retries, not a secret
+
+
+def seeded_random(seed: int) -> random.Random:
+    """A deterministic random source: the same numbers on every run (FakeEntra's token lifetimes)."""
+    return random.Random(seed)  # noqa: S311 - test data, not a secret

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
-from ._ids import DOMAIN, META_TENANTS, SUPPORTED_ALGORITHMS, is_guid, is_loopback_host
+from ._ids import DOMAIN, META_TENANTS, SUPPORTED_ALGORITHMS, is_guid, is_loopback_host, without_userinfo
 from .credentials import (
     CREDENTIAL_TYPES,
     TOKEN_EXCHANGE_AUDIENCE,
@@ -27,21 +27,9 @@ from .credentials import (
 )
 from .errors import ConfigurationError
 
-__all__ = ["META_TENANTS", "DownstreamApi", "EntraConfig"]
+__all__ = ["DownstreamApi", "EntraConfig"]
 
 _HTTP_METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-# Kept under their old names for the modules that import them from here.
-_DOMAIN = DOMAIN
-_is_guid = is_guid
-
-
-def _without_userinfo(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for error messages."""
-    scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    if sep and "@" in authority:
-        return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
-    return url
 
 
 def _frozen_map(value: Mapping[str, Any] | None, key: str) -> Mapping[str, Any]:
@@ -105,7 +93,7 @@ class DownstreamApi:
         parts = urlsplit(self.base_url)
         if self.base_url and (parts.scheme not in ("https", "http") or not parts.hostname):
             raise ConfigurationError(
-                f"DownstreamApi.base_url must be an absolute http(s) URL, got {_without_userinfo(self.base_url)!r}",
+                f"DownstreamApi.base_url must be an absolute http(s) URL, got {without_userinfo(self.base_url)!r}",
                 key="BaseUrl",
             )
         if parts.query or parts.fragment or parts.username or parts.password:
@@ -210,7 +198,7 @@ class EntraConfig:
         tenant = self.tenant_id.strip()
         if tenant.lower() in META_TENANTS:
             tenant = tenant.lower()
-        elif not (_is_guid(tenant) or _DOMAIN.match(tenant)):
+        elif not (is_guid(tenant) or DOMAIN.match(tenant)):
             raise ConfigurationError(
                 f"tenant_id must be a GUID, a domain, 'common' or 'organizations'; got {self.tenant_id!r}",
                 key="tenant_id",
@@ -229,7 +217,7 @@ class EntraConfig:
         parts = urlsplit(instance)
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
             raise ConfigurationError(
-                f"instance must be an https:// URL, got {_without_userinfo(self.instance)!r}", key="instance"
+                f"instance must be an https:// URL, got {without_userinfo(self.instance)!r}", key="instance"
             )
         if not instance.endswith("/"):
             instance += "/"
@@ -247,7 +235,7 @@ class EntraConfig:
         if self.allowed_tenants is not None:
             allowed = _str_tuple(self.allowed_tenants, "allowed_tenants")
             # Tokens carry the tenant GUID in tid; a domain here would never match and fail closed, silently.
-            not_guids = [t for t in allowed if not _is_guid(t)]
+            not_guids = [t for t in allowed if not is_guid(t)]
             if not_guids:
                 raise ConfigurationError(
                     f"allowed_tenants must hold tenant ids (GUIDs), got {not_guids}", key="allowed_tenants"

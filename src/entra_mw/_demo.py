@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 
 import httpx2
 
+from ._clock import SystemClock
 from ._config import DownstreamApi, EntraConfig
 from ._engine import EntraAuth
 from ._requirements import Requirement
@@ -30,6 +31,9 @@ from ._term import Palette
 from ._tokenview import decode_token
 from .credentials import ClientSecret
 from .errors import EntraError
+
+# Waiting for a server thread to listen is real time (a server, not the engine's clock).
+_REAL_TIME = SystemClock()
 
 __all__ = ["run_demo"]
 
@@ -226,11 +230,11 @@ def _weather_api(auth: EntraAuth, required: Requirement, verdicts: list[str], tm
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="weather-api", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 10  # real time: a server thread starting
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the weather API did not start")
-        time.sleep(0.02)
+        _REAL_TIME.sleep(0.02)  # real time on purpose: waiting for a server thread to listen
     try:
         yield f"https://127.0.0.1:{port}/"
     finally:

@@ -19,8 +19,10 @@ re-acquisition with those claims and one retry. Every input is checked before a 
 An OBO token is bound to the caller's token: it is cached no longer than that token's ``exp`` (plus the
 configured clock skew), and a ``Principal`` given with the token must have been validated from it.
 
-The multi-step work of a call (token, request, maybe a claims challenge, token, request) is written once as a
-generator (:func:`_call_steps`) driven by a sync and an async driver, as httpx drives its auth flows.
+Tokens come from the engine's token service (:mod:`entra_mw._tokens`: cache, acquirer, plan memo), the only
+part of the engine a ``Downstream`` holds. The multi-step work of a call (token, request, maybe a claims
+challenge, token, request) is written once as a flow (:meth:`Downstream._call_steps`, :mod:`entra_mw._flow`)
+driven by the flow runner's sync and async drivers.
 
 Errors::
 
@@ -42,7 +44,7 @@ import functools
 import json as _json
 import logging
 import re
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, unquote
@@ -56,18 +58,19 @@ from ._acquisition._types import (
     TokenRequest,
     assertion_claims,
     caller_digest,
-    l1_prefix,
-    request_key,
     scope_set,
 )
-from ._config import _DOMAIN, META_TENANTS, DownstreamApi, sequence_of
+from ._config import DownstreamApi, sequence_of
+from ._flow import Flow as Steps
+from ._flow import arun, run
 from ._http import Deadline, aread_capped, read_capped
+from ._ids import DOMAIN, META_TENANTS, is_guid
 from ._principal import Principal
 from .errors import ConfigurationError, DownstreamCallError, DownstreamRequestError
 
 if TYPE_CHECKING:
     from ._acquisition.cache import CachedToken
-    from ._engine import EntraAuth
+    from ._tokens import TokenService
 
 __all__ = [
     "RESERVED_HEADERS",
@@ -114,15 +117,8 @@ _PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Percent-encoded '/', '\' and NUL change how a server splits or ends the path.
 _ENCODED_SEPARATOR = re.compile(r"%(?:2[Ff]|5[Cc]|00)")
 _MAX_CLAIMS_CHALLENGE: Final = 16 * 1024
-# A GUID in its canonical 8-4-4-4-12 form only: uuid.UUID also takes braces, "urn:uuid:" and moved hyphens,
-# which would give one identity several spellings (and several cache keys).
-_CANONICAL_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 # The claims that tie a Principal to the token it was validated from.
 _IDENTITY_CLAIMS: Final = ("oid", "sub", "tid", "iss", "azp", "appid", "uti", "iat", "nbf", "exp")
-
-
-def _is_canonical_guid(value: object) -> bool:
-    return isinstance(value, str) and _CANONICAL_GUID.fullmatch(value) is not None
 
 
 # -- pure helpers: URL, headers, claims challenge ------------------------------------------------------------
@@ -357,7 +353,7 @@ def _check_tenant(tenant: str, what: str, *, config_key: str | None = None) -> s
 @functools.lru_cache(maxsize=1024)
 def _real_tenant(tenant: str) -> str | None:
     value = tenant.strip()
-    if value.lower() in META_TENANTS or not (_is_canonical_guid(value) or _DOMAIN.fullmatch(value)):
+    if value.lower() in META_TENANTS or not (is_guid(value) or DOMAIN.fullmatch(value)):
         return None
     return value
 
@@ -380,10 +376,6 @@ class _HitPlan:
 
     prefix: bytes
     obo: bool
-
-
-# Memoised plans per engine: one per API, app flag, agent view and caller tenant in use.
-_MAX_PLANS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,18 +411,18 @@ class Downstream:
     longer than the caller's token is valid. The caller's own token is never sent to a downstream API.
     """
 
-    __slots__ = ("_agent", "_auth", "_caller", "_digest", "_principal", "_token")
+    __slots__ = ("_agent", "_caller", "_digest", "_principal", "_token", "_tokens")
     _caller: tuple[float | None, str | None]
 
     def __init__(
         self,
-        auth: EntraAuth,
+        tokens: TokenService,
         *,
         principal: Principal | None = None,
         token: str | None = None,
         _agent: _Agent | None = None,
     ) -> None:
-        self._auth = auth
+        self._tokens = tokens
         self._principal = principal
         self._token = token or None
         self._agent = _agent
@@ -465,7 +457,7 @@ class Downstream:
             downstream.for_agent(agent_id).authorization_header("graph")                      # TR
             downstream.for_agent(agent_id, username="agent.user@contoso.com").call("graph", "me")
         """
-        if not isinstance(agent_id, str) or not _is_canonical_guid(agent_id.strip()):
+        if not isinstance(agent_id, str) or not is_guid(agent_id.strip()):
             raise DownstreamRequestError(
                 "AgentIdentity must be the agent identity's client id (a GUID)",
                 reason="bad_agent",
@@ -486,22 +478,22 @@ class Downstream:
                 )
             username = username.strip()
         if user_id is not None:
-            if not isinstance(user_id, str) or not _is_canonical_guid(user_id.strip()):
+            if not isinstance(user_id, str) or not is_guid(user_id.strip()):
                 # The sidecar's documented message (spec §1.3.1); only the 8-4-4-4-12 form is accepted.
                 raise DownstreamRequestError("AgentUserId must be a valid GUID", reason="bad_agent")
             user_id = user_id.strip().lower()
         agent = _Agent(agent_id=agent_id.strip().lower(), username=username, user_id=user_id)
-        return Downstream(self._auth, principal=self._principal, token=self._token, _agent=agent)
+        return Downstream(self._tokens, principal=self._principal, token=self._token, _agent=agent)
 
     # -- planning ----------------------------------------------------------------------------------------
 
     def _api(self, name: str, *, required: bool) -> DownstreamApi | None:
         if not isinstance(name, str) or not name:
             raise DownstreamRequestError("a downstream API name is required", reason="unknown_api")
-        api = self._auth.config.downstream_apis.get(name)
+        api = self._tokens.config.downstream_apis.get(name)
         if api is None:
             # Sidecar compatibility: names are matched case-insensitively, as .NET configuration does.
-            for key, value in self._auth.config.downstream_apis.items():
+            for key, value in self._tokens.config.downstream_apis.items():
                 if key.lower() == name.lower():
                     api = value
                     break
@@ -591,24 +583,33 @@ class Downstream:
             # OBO runs in the caller's tenant (spec §3.9 "OBO details").
             resolved = _check_tenant(tid, "the caller's tid")
         else:
-            resolved = _check_tenant(self._auth.config.tenant_id, "tenant_id", config_key="tenant_id")
+            resolved = _check_tenant(self._tokens.config.tenant_id, "tenant_id", config_key="tenant_id")
         return flow, normalized[0], normalized[1], resolved
 
     def _request(
-        self, flow: Flow, scopes: tuple[str, ...], tenant: str, *, claims: str | None, force_refresh: bool
+        self,
+        flow: Flow,
+        scopes: tuple[str, ...],
+        tenant: str,
+        *,
+        claims: str | None,
+        force_refresh: bool,
+        caller: bool = True,
     ) -> TokenRequest:
+        """The token request of a plan: the one function both the miss path (``caller=True``) and the hit path's
+        key (``caller=False``: everything but the caller, whose digest a hit appends) are built from."""
         if claims is not None and (not isinstance(claims, str) or not claims.strip()):
             raise DownstreamRequestError("claims must be a non-empty JSON claims challenge", reason="bad_claims")
         agent = self._agent
-        obo = flow in ("obo", "agent_obo")
+        obo = caller and flow in ("obo", "agent_obo")
         caller_exp, caller_oid = self._check_caller() if obo else (None, None)
         return TokenRequest(
             flow=flow,
             scopes=scopes,
-            client_id=self._auth.config.client_id,
+            client_id=self._tokens.config.client_id,
             tenant=tenant,
             agent_id=agent.agent_id if agent is not None else None,
-            user_assertion=self._token if flow in ("obo", "agent_obo") else None,
+            user_assertion=self._token if obo else None,
             username=agent.username if agent is not None and flow == "agent_user" else None,
             user_object_id=agent.user_id if agent is not None and flow == "agent_user" else None,
             claims=claims,
@@ -670,7 +671,8 @@ class Downstream:
         caller token, the agent view and the caller's ``tid``.
         """
         memo: tuple[object, ...] | None = None
-        plans = self._auth._downstream_plans
+        tokens = self._tokens
+        plans = tokens.plans
         plan: _HitPlan | None = None
         principal = self._principal
         # The principal's claims are read directly: its accessors' call overhead is a measurable part of a hit.
@@ -680,26 +682,15 @@ class Downstream:
             memo = (name, app, self._token is None, self._agent, tid if tid.__class__ is str else None)
             plan = plans.get(memo)
         if plan is None:
-            flow, _, scope_text, resolved = self._target(
+            flow, normalized, _, resolved = self._target(
                 name, self._api(name, required=False), scopes=scopes, app=app, tenant=tenant
             )
-            agent = self._agent
-            user = agent is not None and flow == "agent_user"
-            # The same parts as the ``TokenRequest`` that ``_request`` builds for a miss (see TokenRequest.l1_key).
-            key_without_caller = request_key(
-                flow=flow,
-                tenant=resolved,
-                client_id=self._auth.config.client_id,
-                agent_id=agent.agent_id if agent is not None else None,
-                digest="",
-                username=agent.username if user and agent is not None else None,
-                user_object_id=agent.user_id if user and agent is not None else None,
-                scopes=scope_text,
-                claims=None,
-            )
-            plan = _HitPlan(prefix=l1_prefix(key_without_caller), obo=flow in ("obo", "agent_obo"))
+            # The key of the very request a miss would make, less the caller (TokenRequest.l1_key: the caller's
+            # digest follows these 32 bytes).
+            template = self._request(flow, normalized, resolved, claims=None, force_refresh=False, caller=False)
+            plan = _HitPlan(prefix=template.l1_key(), obo=flow in ("obo", "agent_obo"))
             if memo is not None:
-                if len(plans) >= _MAX_PLANS:
+                if len(plans) >= tokens.max_plans:
                     plans.clear()  # many tenants' callers: start over rather than grow without bound
                 plans[memo] = plan
         key = plan.prefix
@@ -708,7 +699,7 @@ class Downstream:
             if digest is None:
                 digest = self._digest = caller_digest(self._token)
             key += digest
-            hit = self._auth.token_cache.peek(key)
+            hit = tokens.cache.peek(key)
             if hit is not None and claims is not None:
                 # The owner is the very oid object of the principal that stored the entry (the validator hands
                 # out one Principal per token while it is cached), so this is mostly a pointer comparison.
@@ -716,7 +707,7 @@ class Downstream:
                 if hit.owner is not oid and hit.owner != oid:
                     return None  # another user's principal with this token: the miss path checks and refuses
             return hit
-        return self._auth.token_cache.peek(key)
+        return tokens.cache.peek(key)
 
     def _header(self, token: AccessToken | CachedToken) -> str:
         if self._token is not None and token.token == self._token:
@@ -728,23 +719,10 @@ class Downstream:
         return f"{scheme} {token.token}"
 
     def _fetch(self, req: TokenRequest) -> AccessToken:
-        token: AccessToken = self._auth.token_cache.get_or_fetch(req, self._acquire)
-        return token
+        return self._tokens.get(req)
 
     async def _afetch(self, req: TokenRequest) -> AccessToken:
-        token: AccessToken = await self._auth.token_cache.aget_or_fetch(req, self._aacquire)
-        return token
-
-    # The cache calls these only on a miss, so a hit never builds the acquirer (and never imports MSAL).
-    def _acquire(self, req: TokenRequest) -> AccessToken:
-        logger.debug("token request flow=%s tenant=%s agent=%s", req.flow, req.tenant, req.agent_id)
-        token: AccessToken = self._auth.acquirer.fetch(req)
-        return token
-
-    async def _aacquire(self, req: TokenRequest) -> AccessToken:
-        logger.debug("token request flow=%s tenant=%s agent=%s", req.flow, req.tenant, req.agent_id)
-        token: AccessToken = await self._auth.acquirer.afetch(req)
-        return token
+        return await self._tokens.aget(req)
 
     # -- authorization headers ---------------------------------------------------------------------------
 
@@ -829,7 +807,7 @@ class Downstream:
         scopes: Sequence[str] | str | None,
         app: bool,
         tenant: str | None,
-    ) -> Generator[TokenRequest | _Call, Any, httpx2.Response]:
+    ) -> Steps[TokenRequest | _Call, httpx2.Response]:
         api = self._api(name, required=True)
         assert api is not None
         if method is not None and not isinstance(method, str):
@@ -920,15 +898,7 @@ class Downstream:
             app=app,
             tenant=tenant,
         )
-        try:
-            step = next(steps)
-            while True:
-                result: Any = self._fetch(step) if isinstance(step, TokenRequest) else self._send(step)
-                step = steps.send(result)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        finally:
-            steps.close()
+        return run(steps, self._do)
 
     async def acall(
         self,
@@ -957,26 +927,26 @@ class Downstream:
             app=app,
             tenant=tenant,
         )
-        try:
-            step = next(steps)
-            while True:
-                result: Any = await self._afetch(step) if isinstance(step, TokenRequest) else await self._asend(step)
-                step = steps.send(result)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        finally:
-            steps.close()
+        return await arun(steps, self._ado)
 
     # -- I/O glue ----------------------------------------------------------------------------------------
 
+    def _do(self, step: TokenRequest | _Call) -> Any:
+        return self._fetch(step) if isinstance(step, TokenRequest) else self._send(step)
+
+    async def _ado(self, step: TokenRequest | _Call) -> Any:
+        return await self._afetch(step) if isinstance(step, TokenRequest) else await self._asend(step)
+
     def _send(self, call: _Call) -> httpx2.Response:
-        client = self._auth.http.client
         # ``timeout`` bounds the whole call, not each read: a server dripping a byte at a time is cut off.
         deadline = Deadline(call.timeout)
-        request = client.build_request(
-            call.method, call.url, headers=call.headers, content=call.content, timeout=call.timeout
-        )
         try:
+            # Inside the try: the pooled client is built on first use, and a CA file that cannot be loaded is a
+            # TrustStoreError (a transport error), answered like any other unreachable API.
+            client = self._tokens.http.client
+            request = client.build_request(
+                call.method, call.url, headers=call.headers, content=call.content, timeout=call.timeout
+            )
             response = client.send(request, stream=True, follow_redirects=False)
             try:
                 body = _read_body(response, call, deadline)
@@ -991,12 +961,12 @@ class Downstream:
     async def _asend(self, call: _Call) -> httpx2.Response:
         import anyio
 
-        client = self._auth.http.aclient
         deadline = Deadline(call.timeout)
-        request = client.build_request(
-            call.method, call.url, headers=call.headers, content=call.content, timeout=call.timeout
-        )
         try:
+            client = self._tokens.http.aclient
+            request = client.build_request(
+                call.method, call.url, headers=call.headers, content=call.content, timeout=call.timeout
+            )
             with anyio.fail_after(call.timeout):
                 response = await client.send(request, stream=True, follow_redirects=False)
                 try:

@@ -1,12 +1,13 @@
-"""``EntraAuth``: the one engine per app. It owns the transport seam, the key store, the validator, the token
-acquirer and the token cache; adapters hold one and call it. Nothing is fetched at construction.
+"""``EntraAuth``: the one engine per app. It owns the transport seam, the validator (and its key store) and the
+token service (token cache, acquirer, plan memo) that each :class:`~entra_mw._downstream.Downstream` is handed;
+these parts are private. Adapters hold one engine and call it. Nothing is fetched at construction.
 """
 
 from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._bearer import Authorization, token_from
 from ._clock import Clock, SystemClock
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     import httpx2
 
     from ._acquisition.cache import TokenCache
-    from ._acquisition.engine import Acquirer
     from ._downstream import Downstream
     from ._validation import TokenValidator
 
@@ -39,8 +39,8 @@ class EntraAuth:
         header = auth.downstream(principal, token).authorization_header("graph")
 
     ``transport``/``async_transport`` carry every request (tests pass ``fake_entra.transport`` and
-    ``fake_entra.async_transport``). ``token_cache`` shares one token cache between engines. ``clock`` is any
-    object with ``time()`` and ``monotonic()``.
+    ``fake_entra.async_transport``). ``token_cache`` shares one token cache between engines (pass another
+    engine's :attr:`token_cache`). ``clock`` is any :class:`~entra_mw._clock.Clock`.
     """
 
     def __init__(
@@ -59,17 +59,16 @@ class EntraAuth:
         self.clock: Clock = clock if clock is not None else SystemClock()
         # httpx2 loads with the first engine, not with `import entra_mw`.
         from ._http import HttpSeam
+        from ._tokens import TokenService
 
-        self.http = HttpSeam(
+        self._http = HttpSeam(
             transport=transport, async_transport=async_transport, timeout=config.http_timeout, verify=verify
         )
-        self.http.check_url(config.instance, what="instance")
+        self._http.check_url(config.instance, what="instance")
         self._lock = threading.Lock()
         self._validator: TokenValidator | None = None
-        self._acquirer: Acquirer | None = None
-        self._token_cache: TokenCache | None = token_cache
-        # Downstream's memo of token plans per API (flow, scopes, tenant, key frame); the config never changes.
-        self._downstream_plans: dict[tuple[object, ...], Any] = {}
+        # The token cache, the acquirer (built on the first miss) and Downstream's memo of token plans.
+        self._tokens = TokenService(config, self._http, self.clock, cache=token_cache)
         # The Downstream class, imported on first use so that `import entra_mw` leaves MSAL and the acquisition
         # modules alone (docs/performance.md, import cost).
         self._downstream_cls: type[Downstream] | None = None
@@ -80,51 +79,33 @@ class EntraAuth:
     # -- lazily built parts -----------------------------------------------------------------------------
 
     @property
-    def validator(self) -> TokenValidator:
+    def _token_validator(self) -> TokenValidator:
         validator = self._validator
         if validator is None:
             from ._validation import TokenValidator
 
             with self._lock:
                 if self._validator is None:
-                    self._validator = TokenValidator(self.config, self.http, self.clock)
+                    self._validator = TokenValidator(self.config, self._http, self.clock)
                 validator = self._validator
         return validator
 
     @property
-    def acquirer(self) -> Acquirer:
-        acquirer = self._acquirer
-        if acquirer is None:
-            from ._acquisition.engine import Acquirer
-
-            with self._lock:
-                if self._acquirer is None:
-                    self._acquirer = Acquirer(self.config, self.http, self.clock)
-                acquirer = self._acquirer
-        return acquirer
-
-    @property
     def token_cache(self) -> TokenCache:
-        cache = self._token_cache
-        if cache is None:
-            from ._acquisition.cache import TokenCache
-
-            with self._lock:
-                if self._token_cache is None:
-                    self._token_cache = TokenCache.from_config(self.config, self.clock)
-                cache = self._token_cache
-        return cache
+        """The engine's token cache (built on first use), for sharing it with another engine
+        (``EntraAuth(config, token_cache=auth.token_cache)``) and for its ``stats``, ``clear()`` and ``len()``."""
+        return self._tokens.cache
 
     # -- validation --------------------------------------------------------------------------------------
 
     def validate(self, token: str) -> Principal:
         """Verify a bearer token and return its claims. Raises ``InvalidToken`` (401) or
         ``ProviderUnavailable`` (503). Never raises anything else for any input."""
-        return self.validator.validate(token)
+        return self._token_validator.validate(token)
 
     async def avalidate(self, token: str) -> Principal:
         """Async twin of :meth:`validate`; key fetches do not block the event loop."""
-        return await self.validator.avalidate(token)
+        return await self._token_validator.avalidate(token)
 
     def authenticate(
         self,
@@ -193,10 +174,10 @@ class EntraAuth:
 
     def startup(self) -> None:
         """Fetch metadata and keys now (optional; otherwise the first request does)."""
-        self.validator.refresh()
+        self._token_validator.refresh()
 
     async def astartup(self) -> None:
-        await self.validator.arefresh()
+        await self._token_validator.arefresh()
 
     # -- acquisition -------------------------------------------------------------------------------------
 
@@ -208,23 +189,17 @@ class EntraAuth:
             from ._downstream import Downstream
 
             cls = self._downstream_cls = Downstream
-        return cls(self, principal=principal, token=token)
+        return cls(self._tokens, principal=principal, token=token)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._acquirer is not None:
-            self._acquirer.close()
-        if self._token_cache is not None:
-            self._token_cache.close()
-        self.http.close()
+        self._tokens.close()
+        self._http.close()
 
     async def aclose(self) -> None:
-        if self._acquirer is not None:
-            self._acquirer.close()
-        if self._token_cache is not None:
-            await self._token_cache.aclose()
-        await self.http.aclose()
+        await self._tokens.aclose()
+        await self._http.aclose()
 
     def __enter__(self) -> EntraAuth:
         return self

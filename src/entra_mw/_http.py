@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from ._ids import is_loopback_host
+from ._ids import is_loopback_host, without_userinfo
 from .errors import ConfigurationError
 
 __all__ = [
@@ -118,7 +118,7 @@ class Deadline:
         self._until = time.monotonic() + seconds  # real time on purpose: this bounds network I/O
 
     def remaining(self) -> float:
-        return self._until - time.monotonic()
+        return self._until - time.monotonic()  # real time: network I/O
 
     def check(self) -> None:
         if self.remaining() <= 0:
@@ -219,7 +219,7 @@ class HttpSeam:
 
     def check_url(self, url: str, *, what: str) -> None:
         """Refuse URLs that are neither https nor http to a loopback host (an injected transport changes
-        nothing: a production transport with a proxy is injected too)."""
+        nothing: a production transport with a proxy is injected too). The error never repeats a password."""
         if url.startswith("https://"):
             return
         try:
@@ -227,7 +227,7 @@ class HttpSeam:
         except ValueError:
             host = None
         if host is None or not is_loopback_host(host):
-            raise ConfigurationError(f"{what} must be an https:// URL, got {url!r}", key=what)
+            raise ConfigurationError(f"{what} must be an https:// URL, got {without_userinfo(url)!r}", key=what)
 
     def _verify_for(self, transport: object) -> ssl.SSLContext | bool:
         if transport is not None:

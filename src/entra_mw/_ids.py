@@ -7,7 +7,16 @@ import ipaddress
 import re
 from typing import Final
 
-__all__ = ["DOMAIN", "GUID", "META_TENANTS", "SUPPORTED_ALGORITHMS", "is_domain", "is_guid", "is_loopback_host"]
+__all__ = [
+    "DOMAIN",
+    "GUID",
+    "META_TENANTS",
+    "SUPPORTED_ALGORITHMS",
+    "is_domain",
+    "is_guid",
+    "is_loopback_host",
+    "without_userinfo",
+]
 
 #: A GUID in canonical form only: ``{...}``, ``urn:uuid:`` and hyphen-less spellings are different strings to a
 #: cache key or an issuer template, so they are refused rather than normalised.
@@ -38,3 +47,12 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if sep and "@" in authority:
+        return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
+    return url

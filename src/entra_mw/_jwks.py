@@ -14,15 +14,16 @@ What it guarantees (DESIGN §5, spec §4.1 and §4.5):
 * automatic refresh every ``jwks_refresh_interval`` (12 h); an unknown ``kid`` triggers a refresh at most
   once per ``jwks_refresh_cooldown`` (5 min; the first is immediate, as Wilson's ``RequestRefresh``), and a
   bounded LRU negative cache answers repeated unknown kids without taking a lock;
-* single flight: however many threads and tasks need a refresh at once, one fetch runs and the others wait
-  for it (threads on an ``Event``; tasks on the leader's ``anyio.Event`` when the leader runs on their
-  loop, otherwise by polling), so sync and async callers may coexist on either anyio backend;
+* single flight (:mod:`entra_mw._singleflight`): however many threads and tasks need a refresh at once, one
+  fetch runs and the others wait for it, without polling, so sync and async callers may coexist on either
+  anyio backend;
 * last-known-good: a failed refresh (network error, non-200, bad JSON, no usable key) never replaces good
   keys; with no keys at all callers get :class:`~entra_mw.errors.ProviderUnavailable` (503), and the next
   attempt waits ``_FAILURE_BACKOFF`` seconds.
 
-The fetch is written once, as a generator that yields URLs and receives bodies (the sans-IO shape of
-httpx's auth flows); :meth:`KeyStore._run` and :meth:`KeyStore._arun` drive it with the seam's clients.
+The fetch is written once, as a flow (:mod:`entra_mw._flow`) that yields URLs and receives bodies; the
+flow runner drives it with the seam's clients, each document read by the seam's capped reader within the
+seam's deadline, sync and async alike.
 
 Issuers: the v2 issuer comes from the v2 metadata. The v1 issuer (``https://sts.windows.net/{tenantid}/``
 on the public cloud) comes from the v1 metadata, fetched once with the first successful refresh; when that
@@ -37,9 +38,8 @@ import json
 import logging
 import re
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
@@ -48,9 +48,11 @@ import anyio
 import httpx2
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
-from ._config import META_TENANTS, EntraConfig
-from ._http import TrustStoreError, tls_verification_failed
-from ._ids import GUID
+from ._config import EntraConfig
+from ._flow import Flow, arun, run
+from ._http import Deadline, DeadlineExceeded, TrustStoreError, aread_capped, read_capped, tls_verification_failed
+from ._ids import GUID, META_TENANTS, SUPPORTED_ALGORITHMS
+from ._singleflight import Flight
 from .errors import ConfigurationError, InvalidToken, ProviderUnavailable
 
 if TYPE_CHECKING:
@@ -79,8 +81,7 @@ _MAX_MODULUS_BITS: Final = 8192
 # signature forgeries against lax PKCS#1 v1.5 verifiers) or odd choices that only an attacker's JWKS would hold.
 _RSA_EXPONENT: Final = 65537
 _FAILURE_BACKOFF: Final = 1.0
-_POLL_INTERVAL: Final = 0.005
-_KEY_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_KEY_ALGS: Final = frozenset(SUPPORTED_ALGORITHMS)
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 _UNSAFE_URL: Final = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
 TENANT_PLACEHOLDER: Final = "{tenantid}"
@@ -304,18 +305,8 @@ def _unknown_kid() -> InvalidToken:
     return InvalidToken("The token signing key is not known.", reason="unknown_kid")
 
 
-class _Flight:
-    """One refresh in progress. Waiters block on ``done`` or, on the leader's own loop, await ``aevent``."""
-
-    __slots__ = ("aevent", "done", "thread")
-
-    def __init__(self, aevent: anyio.Event | None) -> None:
-        self.done = threading.Event()
-        self.aevent = aevent
-        self.thread = threading.get_ident()
-
-
-_Flow = Generator[str, bytes, _Loaded]
+# The fetch asks for URLs and is sent their bodies.
+_Fetch = Flow[str, _Loaded]
 
 
 class KeyStore:
@@ -345,7 +336,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._snapshot: KeySet | None = None
         self._generation = 0
-        self._flight: _Flight | None = None
+        self._flight: Flight[None] | None = None
         self._last_attempt: float | None = None
         self._last_failure: float | None = None
         self._last_forced: float | None = None
@@ -456,8 +447,8 @@ class KeyStore:
         )
 
     def _begin(
-        self, forced: bool | None, seen: KeySet | None, aevent: anyio.Event | None
-    ) -> tuple[_Flight | None, bool]:
+        self, forced: bool | None, seen: KeySet | None, *, asynchronous: bool
+    ) -> tuple[Flight[None] | None, bool]:
         """``(flight, lead)``: the flight to lead or join, or ``(None, False)`` when no refresh may run."""
         with self._lock:
             flight = self._flight
@@ -465,10 +456,10 @@ class KeyStore:
                 return flight, False
             if not self._may_start(forced, seen, self._clock.monotonic()):
                 return None, False
-            flight = self._flight = _Flight(aevent)
+            flight = self._flight = Flight(asynchronous=asynchronous)
             return flight, True
 
-    def _end(self, flight: _Flight, loaded: _Loaded | None, failure: str | None) -> None:
+    def _end(self, flight: Flight[None], loaded: _Loaded | None, failure: str | None) -> None:
         now = self._clock.monotonic()
         with self._lock:
             if loaded is not None:
@@ -478,9 +469,7 @@ class KeyStore:
             if loaded is not None or failure is not None:
                 self._last_attempt = now
             self._flight = None
-        flight.done.set()
-        if flight.aevent is not None:
-            flight.aevent.set()
+        flight.finish()
         if failure is not None:
             snap = self._snapshot
             logger.warning(
@@ -512,44 +501,36 @@ class KeyStore:
         )
 
     def _sync_refresh(self, *, forced: bool | None, seen: KeySet | None) -> None:
-        flight, lead = self._begin(forced, seen, None)
+        flight, lead = self._begin(forced, seen, asynchronous=False)
         if flight is None:
             return
         if not lead:
-            if flight.aevent is not None and flight.thread == threading.get_ident():
-                # An async refresh is running on this very thread's event loop: blocking would deadlock it.
-                return
-            flight.done.wait(self._wait_timeout)
+            if not flight.would_deadlock(asynchronous=False):
+                # (An async refresh running on this very thread's event loop cannot finish while this blocks:
+                # the caller goes on with the keys it has.)
+                flight.wait(self._wait_timeout)
             return
         loaded: _Loaded | None = None
         failure: str | None = None
         try:
-            loaded = self._run(self._flow())
+            loaded = run(self._flow(), self._get, throw=(_FetchFailed,))
         except (_FetchFailed, _BadDocument) as exc:
             failure = str(exc)
         finally:
             self._end(flight, loaded, failure)
 
     async def _async_refresh(self, *, forced: bool | None, seen: KeySet | None) -> None:
-        flight, lead = self._begin(forced, seen, anyio.Event())
+        flight, lead = self._begin(forced, seen, asynchronous=True)
         if flight is None:
             return
         if not lead:
-            if flight.aevent is not None and flight.thread == threading.get_ident():
-                with anyio.move_on_after(self._wait_timeout):
-                    await flight.aevent.wait()
-                return
-            # The leader is a thread, or a task on another loop: poll its threading.Event.
-            with anyio.move_on_after(self._wait_timeout):
-                # An anyio.Event cannot be set from another thread without blocking it, so poll.
-                while not flight.done.is_set():  # noqa: ASYNC110
-                    await anyio.sleep(_POLL_INTERVAL)
+            await flight.await_done(self._wait_timeout)
             return
         loaded: _Loaded | None = None
         failure: str | None = None
         try:
             with anyio.fail_after(self._fetch_deadline):
-                loaded = await self._arun(self._flow())
+                loaded = await arun(self._flow(), self._aget, throw=(_FetchFailed,))
         except (_FetchFailed, _BadDocument) as exc:
             failure = str(exc)
         except TimeoutError:
@@ -560,7 +541,7 @@ class KeyStore:
 
     # -- the fetch, written once ------------------------------------------------------------------------
 
-    def _flow(self) -> _Flow:
+    def _flow(self) -> _Fetch:
         jwks_uri, issuer = parse_metadata((yield self._metadata_url), self._config.instance)
         keys = parse_jwks((yield jwks_uri))
         tenant = self._configured_tenant
@@ -589,34 +570,6 @@ class KeyStore:
             tenant_id=tenant,
         )
 
-    def _run(self, flow: _Flow) -> _Loaded:
-        url = next(flow)
-        while True:
-            try:
-                body = self._get(url)
-            except _FetchFailed as exc:
-                send_exc: _FetchFailed | None = exc
-            else:
-                send_exc = None
-            try:
-                url = flow.throw(send_exc) if send_exc is not None else flow.send(body)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-
-    async def _arun(self, flow: _Flow) -> _Loaded:
-        url = next(flow)
-        while True:
-            try:
-                body = await self._aget(url)
-            except _FetchFailed as exc:
-                send_exc: _FetchFailed | None = exc
-            else:
-                send_exc = None
-            try:
-                url = flow.throw(send_exc) if send_exc is not None else flow.send(body)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-
     def _check(self, url: str) -> None:
         if url.startswith("http://") and not self._config.allow_insecure_http:
             raise _FetchFailed(
@@ -638,6 +591,8 @@ class KeyStore:
             return _FetchFailed(f"{exc} (fetching {url[:200]})")
         if tls_verification_failed(exc):
             return _FetchFailed(f"TLS certificate verification failed for {url[:200]}")
+        if isinstance(exc, DeadlineExceeded):
+            return _FetchFailed(f"document too slow from {url[:200]}")
         return _FetchFailed(f"{type(exc).__name__} from {url[:200]}")
 
     @staticmethod
@@ -648,36 +603,31 @@ class KeyStore:
         if length is not None and length.isdigit() and int(length) > MAX_DOCUMENT_BYTES:
             raise _FetchFailed(f"document too large from {url[:200]}")
 
+    def _too_large(self, url: str) -> _FetchFailed:
+        return _FetchFailed(f"document too large from {url[:200]}")
+
     def _get(self, url: str) -> bytes:
         self._check(url)
-        deadline = time.monotonic() + self._fetch_deadline
+        # One budget per document, the seam's, sync and async alike: a server dripping bytes is cut off.
+        deadline = Deadline(self._http.deadline)
         try:
             with self._http.client.stream("GET", url, headers={"Accept": "application/json"}) as response:
                 self._check_response(response, url)
-                chunks: list[bytes] = []
-                total = 0
-                for chunk in response.iter_bytes():
-                    total += len(chunk)
-                    if total > MAX_DOCUMENT_BYTES or time.monotonic() > deadline:
-                        raise _FetchFailed(f"document too large or too slow from {url[:200]}")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                return read_capped(
+                    response, limit=MAX_DOCUMENT_BYTES, deadline=deadline, too_large=lambda: self._too_large(url)
+                )
         except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:
             raise self._transport_failure(exc, url) from None
 
     async def _aget(self, url: str) -> bytes:
         self._check(url)
+        deadline = Deadline(self._http.deadline)
         try:
             stream = self._http.aclient.stream("GET", url, headers={"Accept": "application/json"})
             async with stream as response:
                 self._check_response(response, url)
-                chunks: list[bytes] = []
-                total = 0
-                async for chunk in response.aiter_bytes():
-                    total += len(chunk)
-                    if total > MAX_DOCUMENT_BYTES:
-                        raise _FetchFailed(f"document too large from {url[:200]}")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                return await aread_capped(
+                    response, limit=MAX_DOCUMENT_BYTES, deadline=deadline, too_large=lambda: self._too_large(url)
+                )
         except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:
             raise self._transport_failure(exc, url) from None

@@ -635,7 +635,7 @@ class WebSignIn:
     # -- internals -----------------------------------------------------------------------------------------
 
     def _app(self, cache: Any) -> Any:
-        return self.auth.acquirer.web_app(cache)
+        return self.auth._tokens.acquirer.web_app(cache)
 
     def _take_pending(self, pending_id: str | None) -> dict[str, Any]:
         raw = None
@@ -764,7 +764,7 @@ def sign_in_from_settings(auth: EntraAuth, value: object, *, name: str = "ENTRA_
 async def _off_loop(signin: WebSignIn, call: Callable[[], _T]) -> _T:
     import anyio.to_thread
 
-    return await anyio.to_thread.run_sync(call, limiter=signin.auth.acquirer._limiter())
+    return await anyio.to_thread.run_sync(call, limiter=signin.auth._tokens.acquirer._limiter())
 
 
 def _unavailable(exc: BaseException) -> EntraError:

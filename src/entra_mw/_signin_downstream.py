@@ -4,7 +4,8 @@ refresh token, through MSAL's silent flow) instead of On-Behalf-Of a caller's be
 Everything else is Downstream's own: API names and scopes from the configuration, URL and header safety rules,
 the claims-challenge retry, and the engine's token cache in front — keyed by a digest of the session (so never
 shared across sessions or users), with single flight per session and API (N concurrent requests of one session →
-one refresh).
+one refresh). The session is the token source of a view of the engine's token service
+(:meth:`~entra_mw._tokens.TokenService.with_source`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class SessionDownstream(Downstream):
     def __init__(self, signin: WebSignIn, session_id: str, user: User) -> None:
         # Only the session's digest stands for the caller (never the session id itself).
         marker = _SESSION_MARK + hashlib.sha256(session_id.encode()).hexdigest()
-        super().__init__(signin.auth, principal=Principal(dict(user.claims)), token=marker)
+        tokens = signin.auth._tokens.with_source(_SessionSource(signin, session_id))
+        super().__init__(tokens, principal=Principal(dict(user.claims)), token=marker)
         self._signin = signin
         self._session_id = session_id
 
@@ -57,12 +59,23 @@ class SessionDownstream(Downstream):
         principal = self._principal
         return None, principal.oid if principal is not None else None
 
-    def _acquire(self, req: TokenRequest) -> AccessToken:
+
+
+class _SessionSource:
+    """The token source of a signed-in session: its tokens through MSAL's silent flow (on a cache miss only)."""
+
+    __slots__ = ("_session_id", "_signin")
+
+    def __init__(self, signin: WebSignIn, session_id: str) -> None:
+        self._signin = signin
+        self._session_id = session_id
+
+    def fetch(self, req: TokenRequest) -> AccessToken:
         return self._signin.session_token(
             self._session_id, scopes=req.scopes, force_refresh=req.force_refresh, claims=req.claims
         )
 
-    async def _aacquire(self, req: TokenRequest) -> AccessToken:
+    async def afetch(self, req: TokenRequest) -> AccessToken:
         return await self._signin.asession_token(
             self._session_id, scopes=req.scopes, force_refresh=req.force_refresh, claims=req.claims
         )

@@ -139,7 +139,7 @@ async def test_async_cookies_never_travel_between_users_apis_or_to_the_token_end
 
 def test_the_pooled_clients_keep_no_cookies(world: World) -> None:
     world.auth.downstream(*world.caller()).call("a")
-    assert len(world.auth.http.client.cookies) == 0
+    assert len(world.auth._http.client.cookies) == 0
 
 
 # -- OBO tokens bound to the caller's token ------------------------------------------------------------

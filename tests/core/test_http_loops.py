@@ -28,8 +28,8 @@ def test_each_loop_has_its_own_client_closed_with_the_loop(fake_entra: FakeEntra
         async def use() -> None:
             await auth.astartup()  # real connections to the served FakeEntra, kept alive in the pool
             assert (await auth.avalidate(token)).oid == s.user.object_id
-            clients.append(auth.http.aclient)
-            assert auth.http.aclient is clients[-1]
+            clients.append(auth._http.aclient)
+            assert auth._http.aclient is clients[-1]
 
         for _ in range(3):
             asyncio.run(use())
@@ -39,7 +39,7 @@ def test_each_loop_has_its_own_client_closed_with_the_loop(fake_entra: FakeEntra
 
         async def use_and_close() -> None:
             await auth.astartup()
-            client = auth.http.aclient
+            client = auth._http.aclient
             await auth.aclose()
             assert client.is_closed
 

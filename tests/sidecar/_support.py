@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,11 +16,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from entra_mw import EntraConfig
-from entra_mw.sidecar import create_app
+from entra_mw import EntraAuth, EntraConfig
+from entra_mw._clock import SystemClock
+from entra_mw.sidecar import create_app, trust_context
 from entra_mw.testing import FakeEntra, Scenario, ServedFakeEntra
 
 from .._uvicorn import uvicorn_thread
+
+
+class NoWaitClock(SystemClock):
+    """The system clock for claims and ages (the sidecar validates real-time tokens), whose retry back-off
+    does not wait: the test suite sleeps for no real time on retries."""
+
+    __slots__ = ()
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+    async def asleep(self, seconds: float) -> None:
+        import anyio.lowlevel
+
+        await anyio.lowlevel.checkpoint()
 
 
 @dataclass
@@ -130,9 +147,15 @@ def sidecar_env(served: ServedFakeEntra, scn: Scenario, api_url: str, **extra: s
 
 @contextlib.contextmanager
 def running_sidecar(env: Mapping[str, str]) -> Iterator[str]:
-    """``create_app`` for ``env`` under uvicorn on loopback; yields its base URL."""
-    with running(create_app(EntraConfig.from_env(env), environ=env), lifespan="on") as url:
-        yield url
+    """``create_app`` for ``env`` under uvicorn on loopback, its engine on a :class:`NoWaitClock` (otherwise
+    built as ``create_app`` builds it); yields its base URL."""
+    config = dataclasses.replace(EntraConfig.from_env(env), allow_acl_authorization=True)
+    auth = EntraAuth(config, verify=trust_context(env), clock=NoWaitClock())
+    try:
+        with running(create_app(auth=auth, environ=env), lifespan="on") as url:
+            yield url
+    finally:
+        auth.close()
 
 
 @contextlib.contextmanager

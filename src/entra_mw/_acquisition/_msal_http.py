@@ -40,6 +40,8 @@ import requests
 
 from .._clock import Clock, SystemClock
 from .._http import Deadline, HttpSeam, read_capped
+from .._ids import is_loopback_host
+from .._jwks import pinned_url_problem
 from ..errors import ConfigurationError
 
 __all__ = [
@@ -70,6 +72,11 @@ class TransportFailure(requests.ConnectionError):
     """
 
 
+class EndpointRefused(requests.RequestException):
+    """An address MSAL was about to use (read from Entra's discovery document) is off the configured instance:
+    nothing is sent there. The identity provider's answer is unusable (a 502), not unreachable."""
+
+
 class HttpStatusFailure(requests.HTTPError):
     """``raise_for_status`` on an error answer (MSAL calls it for HTTP >= 500)."""
 
@@ -88,6 +95,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
+    # An HTTP-date is the server's wall time: compared with real wall time unless the caller gives ``now``.
     delay = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, min(delay, 86_400.0))
 
@@ -145,9 +153,14 @@ class MsalHttpClient:
         http_client = MsalHttpClient(seam)
         app = msal.ConfidentialClientApplication(client_id, ..., http_client=http_client)
 
-    ``allow_local_http`` permits plain ``http://`` to loopback and link-local hosts only: the managed-identity
-    endpoints (IMDS ``169.254.169.254``, App Service and Arc on ``localhost``) speak plain HTTP by design.
-    Everything else must be ``https://`` unless a test transport is injected into the seam.
+    ``instance`` pins every address MSAL asks for (the authority's discovery document and the token endpoint
+    it names) to the configured instance, or another login host of its cloud
+    (:func:`entra_mw._jwks.pinned_url_problem`); plain ``http://`` then only with ``allow_insecure_http`` (a
+    loopback instance). Whether or not a transport is injected changes nothing. A refused address raises
+    :class:`EndpointRefused`. ``allow_local_http`` (the managed-identity client, which has no ``instance``)
+    permits plain ``http://`` to loopback and link-local hosts: the managed-identity endpoints (IMDS
+    ``169.254.169.254``, App Service and Arc on ``localhost``) speak plain HTTP by design; anything else must
+    be ``https://``.
     """
 
     def __init__(
@@ -157,8 +170,12 @@ class MsalHttpClient:
         allow_local_http: bool = False,
         cache_discovery: bool = True,
         clock: Clock | None = None,
+        instance: str | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         self._seam = seam
+        self._instance = instance
+        self._allow_insecure_http = allow_insecure_http
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._allow_local_http = allow_local_http
         self._cache_discovery = cache_discovery
@@ -212,14 +229,30 @@ class MsalHttpClient:
     # -- internals ----------------------------------------------------------------------------------
 
     def _check_url(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme == "https" and parts.hostname:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            parts, host = None, None
+        scheme = parts.scheme if parts is not None else ""
+        if self._instance is not None:
+            problem = pinned_url_problem(url, self._instance)
+            if (
+                problem is None
+                and scheme == "http"
+                and not (self._allow_insecure_http and is_loopback_host(host or ""))
+            ):
+                problem = "plain http needs a loopback instance with allow_insecure_http=True"
+            if problem is None:
+                return
+            logger.warning("identity endpoint refused: %s://%s (%s)", scheme, host or "", problem)
+            raise EndpointRefused(f"refused identity endpoint {scheme}://{host or ''}: {problem}")
+        if scheme == "https" and host:
             return
-        local = parts.hostname is not None and self._allow_local_http and _is_local_host(parts.hostname)
-        if parts.scheme == "http" and parts.hostname and (self._seam.injected or local):
+        if scheme == "http" and host and self._allow_local_http and _is_local_host(host):
             return
         raise ConfigurationError(
-            f"identity endpoints must be https:// URLs, got {parts.scheme}://{parts.hostname or ''}",
+            f"identity endpoints must be https:// URLs, got {scheme}://{host or ''}",
             key="instance",
         )
 
@@ -369,7 +402,7 @@ class AppTokenCache(msal.TokenCache):  # type: ignore[misc]
         if credential_type != self.CredentialType.ACCESS_TOKEN:
             yield from inner
             return
-        shift = time.time() - clock_now
+        shift = time.time() - clock_now  # MSAL compares expiry with time.time(): translate to it
         for entry in inner:
             out = dict(entry)
             for name in ("expires_on", "refresh_on", "extended_expires_on"):

@@ -22,12 +22,14 @@ MSAL Python never reads its cache for OBO or ``user_fic`` and scans its cache li
   at most every ``refresh_retry`` seconds).
 * Tokens obtained with a claims challenge are handed to their caller and not stored: their key names the
   claims, and no later request asks for those claims without bypassing the cache.
-* **Single flight per key**: concurrent misses on one key cause one L2 read and one fetch; the others wait for
-  it (threads on an event, tasks on an anyio event) and share its token or its error. Errors are never cached.
+* **Single flight per key** (:mod:`entra_mw._singleflight`): concurrent misses on one key cause one L2 read
+  and one fetch; the others wait for it (threads on an event, tasks on their own loop, whichever thread the
+  fetch runs on) and share its token or its error. Errors are never cached. A wait is bounded
+  (``wait_timeout``): past it, the waiter fetches on its own.
 
-Sync and async callers share one implementation: :meth:`TokenCache._flow` is a generator that makes every
-decision and yields the I/O it needs (wait, L2 read, fetch, L2 write); :meth:`get_or_fetch` and
-:meth:`aget_or_fetch` only run that I/O.
+Sync and async callers share one implementation: :meth:`TokenCache._flow` is a flow (:mod:`entra_mw._flow`)
+that makes every decision and yields the I/O it needs as typed steps (wait, L2 read, fetch, L2 write);
+:meth:`get_or_fetch` and :meth:`aget_or_fetch` only run that I/O.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ import logging
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .._clock import Clock, SystemClock
+from .._flow import Flow, arun, run
+from .._singleflight import Flight
 from ..errors import ConfigurationError, ProviderUnavailable, TokenAcquisitionError
 
 if TYPE_CHECKING:
@@ -135,29 +138,35 @@ class CachedToken(float):
         return f"CachedToken(usable_until={self.usable_until!r}, refresh_at={self.refresh_at!r})"
 
 
-class _Flight:
-    """One fetch under way for one key, and what its waiters need to know when it ends."""
+# What the flow asks its driver to do (the driver sends back the result, or throws the exception, into it).
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """Wait for another caller's fetch of this key -> whether it ended in time."""
 
-    __slots__ = ("abandoned", "async_event", "done", "error", "error_tb", "key", "thread", "token")
-
-    def __init__(self, key: bytes, thread: int, async_event: Any) -> None:
-        self.key = key
-        self.thread = thread
-        self.async_event = async_event  # an anyio.Event of the owner's loop; waiters on that loop await it
-        self.done = threading.Event()  # every other waiter: threads, and tasks on another thread
-        self.token: AccessToken | None = None
-        self.error: BaseException | None = None
-        self.error_tb: TracebackType | None = None
-        self.abandoned = False  # the owner was cancelled: waiters start over
+    flight: Flight[AccessToken]
 
 
-# What the flow asks its driver to do. The driver sends back the result, or throws the exception, into it.
-_WAIT: Final = "wait"  # (_WAIT, flight) -> None
-_L2_GET: Final = "l2_get"  # (_L2_GET,) -> AccessToken | None
-_FETCH: Final = "fetch"  # (_FETCH,) -> AccessToken
-_L2_SET: Final = "l2_set"  # (_L2_SET, token, ttl) -> None
+@dataclass(frozen=True, slots=True)
+class _L2Get:
+    """Read the shared store -> ``AccessToken | None``."""
 
-_Op = tuple[Any, ...]
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """Ask the fetch function -> ``AccessToken``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _L2Set:
+    """Write the shared store -> ``None``."""
+
+    token: AccessToken
+    ttl: float
+
+
+_Step = _Wait | _L2Get | _Fetch | _L2Set
+_L2_GET: Final = _L2Get()
+_FETCH: Final = _Fetch()
 _SECOND_CHANCES: Final = 8
 _REFRESH_ERRORS: Final = (TokenAcquisitionError, ProviderUnavailable)
 
@@ -177,7 +186,8 @@ class TokenCache:
     still served while the refresh runs or fails, never at or past ``expires_on``). ``l2`` is a shared store,
     e.g. :class:`~entra_mw._acquisition._redis.RedisStore`. ``refresh_retry`` is the pause, in seconds, between
     two attempts to refresh a token whose refresh failed. ``caller_skew`` is how long past the caller token's
-    ``exp`` an On-Behalf-Of token may still be served (the validator's clock skew).
+    ``exp`` an On-Behalf-Of token may still be served (the validator's clock skew). ``wait_timeout`` bounds how
+    long a caller waits for another caller's fetch of the same key (then it fetches on its own).
     """
 
     def __init__(
@@ -189,6 +199,7 @@ class TokenCache:
         l2: L2Store | None = None,
         refresh_retry: float = 30.0,
         caller_skew: float = 300.0,
+        wait_timeout: float = 120.0,
     ) -> None:
         if not isinstance(max_entries, int) or max_entries < 1:
             raise ConfigurationError("token_cache_size must be a positive integer", key="token_cache_size")
@@ -199,10 +210,11 @@ class TokenCache:
         self._margin = float(refresh_margin)
         self._retry = float(refresh_retry)
         self._caller_skew = float(caller_skew)
+        self._wait_timeout = float(wait_timeout)
         self._l2 = l2
         self._lock = threading.Lock()  # guards L1, the flights and the counters; never held across I/O
         self._l1: OrderedDict[bytes, CachedToken] = OrderedDict()
-        self._flights: dict[bytes, _Flight] = {}
+        self._flights: dict[bytes, Flight[AccessToken]] = {}
         self._hits = self._misses = self._l2_hits = self._fetches = 0
         self._refreshes = self._stale_served = self._errors = 0
 
@@ -232,6 +244,10 @@ class TokenCache:
             refresh_margin=config.token_refresh_margin,
             l2=l2,
             caller_skew=config.clock_skew,
+            # A fetch takes at most its retries' requests and waits (the acquirer's budget); a little more.
+            wait_timeout=(config.token_request_retries + 1) * 3 * config.http_timeout
+            + config.token_request_max_wait
+            + 5.0,
         )
 
     def __repr__(self) -> str:
@@ -295,28 +311,22 @@ class TokenCache:
             if hit is not None:
                 return hit.access
         l2 = self._l2
-        flow = self._flow(key, req, None)
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                op = flow.send(value) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                result: AccessToken = stop.value
-                return result
-            value = error = None
-            try:
-                kind = op[0]
-                if kind == _FETCH:
-                    value = fetch(req)
-                elif kind == _WAIT:
-                    op[1].done.wait()
-                elif kind == _L2_GET and l2 is not None:
-                    value = l2.get(req.cache_key())
-                elif kind == _L2_SET and l2 is not None:
-                    l2.set(req.cache_key(), op[1], op[2])
-            except BaseException as exc:  # noqa: BLE001 - handed to the flow, which cleans up and re-raises it
-                error = exc
+        wait = self._wait_timeout
+
+        def do(step: _Step) -> Any:
+            if step is _FETCH:
+                return fetch(req)
+            if isinstance(step, _Wait):
+                return step.flight.wait(wait)
+            if l2 is None:
+                return None
+            if step is _L2_GET:
+                return l2.get(req.cache_key())
+            if isinstance(step, _L2Set):
+                l2.set(req.cache_key(), step.token, step.ttl)
+            return None
+
+        return run(self._flow(key, req, asynchronous=False), do)
 
     async def aget_or_fetch(
         self, req: TokenRequest, afetch: Callable[[TokenRequest], Awaitable[AccessToken]]
@@ -332,31 +342,23 @@ class TokenCache:
             hit = self.peek(key)
             if hit is not None:
                 return hit.access
-        import anyio
-
         l2 = self._l2
-        flow = self._flow(key, req, anyio.Event)
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                op = flow.send(value) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                result: AccessToken = stop.value
-                return result
-            value = error = None
-            try:
-                kind = op[0]
-                if kind == _FETCH:
-                    value = await afetch(req)
-                elif kind == _WAIT:
-                    await _await_flight(op[1])
-                elif kind == _L2_GET and l2 is not None:
-                    value = await l2.aget(req.cache_key())
-                elif kind == _L2_SET and l2 is not None:
-                    await l2.aset(req.cache_key(), op[1], op[2])
-            except BaseException as exc:  # noqa: BLE001 - handed to the flow, which cleans up and re-raises it
-                error = exc
+        wait = self._wait_timeout
+
+        async def do(step: _Step) -> Any:
+            if step is _FETCH:
+                return await afetch(req)
+            if isinstance(step, _Wait):
+                return await step.flight.await_done(wait)
+            if l2 is None:
+                return None
+            if step is _L2_GET:
+                return await l2.aget(req.cache_key())
+            if isinstance(step, _L2Set):
+                await l2.aset(req.cache_key(), step.token, step.ttl)
+            return None
+
+        return await arun(self._flow(key, req, asynchronous=True), do)
 
     # -- the decisions ---------------------------------------------------------------------------------------
 
@@ -383,19 +385,16 @@ class TokenCache:
             self._hits += 1
         return entry
 
-    def _flow(
-        self, key: bytes, req: TokenRequest, make_event: Callable[[], Any] | None
-    ) -> Generator[_Op, Any, AccessToken]:
+    def _flow(self, key: bytes, req: TokenRequest, *, asynchronous: bool) -> Flow[_Step, AccessToken]:
         force = req.force_refresh
         # A forced fetch must not be answered by a flight that may have read L2, so it has flights of its own
         # (an L1 key is 32 or 64 bytes: one more byte cannot be another request's key).
         fkey = b"!" + key if force else key
-        thread = threading.get_ident()
         counted = False
         while True:
             now = self._clock.time()
             stale: CachedToken | None = None
-            flight: _Flight | None = None
+            flight: Flight[AccessToken] | None = None
             join = False
             with self._lock:
                 entry = None if force else self._l1.get(key)
@@ -414,15 +413,15 @@ class TokenCache:
                         return entry.access
                     stale = entry
                     self._refreshes += 1
-                    flight = self._flights[fkey] = _Flight(fkey, thread, make_event() if make_event else None)
+                    flight = self._flights[fkey] = Flight(asynchronous=asynchronous)
                 else:
                     if not counted:
                         self._misses += 1
                         counted = True
                     flight = self._flights.get(fkey)
                     if flight is None:
-                        flight = self._flights[fkey] = _Flight(fkey, thread, make_event() if make_event else None)
-                    elif flight.thread == thread and (make_event is None or flight.async_event is None):
+                        flight = self._flights[fkey] = Flight(asynchronous=asynchronous)
+                    elif flight.would_deadlock(asynchronous=asynchronous):
                         # Waiting would deadlock: a sync caller on the loop thread of an async owner, or a
                         # fetch that asks for its own key. Fetch without the flight instead.
                         flight = None
@@ -430,23 +429,28 @@ class TokenCache:
                         join = True
             if join:
                 assert flight is not None
-                yield (_WAIT, flight)
+                ended: bool = yield _Wait(flight)
+                if not ended:
+                    # The owner is taking longer than any fetch should: fetch without it.
+                    return (yield from self._own(key, fkey, req, None, None))
                 if flight.abandoned:
                     continue  # its owner was cancelled: start over (one of the waiters becomes the owner)
-                if flight.error is not None:
-                    # Each waiter raises the shared error from the owner's traceback, so tracebacks do not pile
-                    # up across a thousand waiters.
-                    raise flight.error.with_traceback(flight.error_tb)
-                assert flight.token is not None
-                return flight.token
-            return (yield from self._own(key, req, flight, stale))
+                # The token, or the owner's error raised from its traceback (tracebacks do not pile up across a
+                # thousand waiters).
+                return flight.outcome()
+            return (yield from self._own(key, fkey, req, flight, stale))
 
     def _own(
-        self, key: bytes, req: TokenRequest, flight: _Flight | None, stale: CachedToken | None
-    ) -> Generator[_Op, Any, AccessToken]:
+        self,
+        key: bytes,
+        fkey: bytes,
+        req: TokenRequest,
+        flight: Flight[AccessToken] | None,
+        stale: CachedToken | None,
+    ) -> Flow[_Step, AccessToken]:
         try:
             if self._l2 is not None and not req.force_refresh:
-                shared: AccessToken | None = yield (_L2_GET,)
+                shared: AccessToken | None = yield _L2_GET
                 if shared is not None:
                     now = self._clock.time()
                     entry = self._entry(shared, now, req)
@@ -455,17 +459,17 @@ class TokenCache:
                         self._store(key, entry)
                         with self._lock:
                             self._l2_hits += 1
-                        self._finish(flight, shared)
+                        self._finish(fkey, flight, shared)
                         return shared
             with self._lock:
                 self._fetches += 1
             try:
-                token: AccessToken = yield (_FETCH,)
+                token: AccessToken = yield _FETCH
             except Exception as exc:
                 with self._lock:
                     self._errors += 1
                 if stale is not None and isinstance(exc, _REFRESH_ERRORS):
-                    return self._refresh_failed(req, stale, flight, exc)
+                    return self._refresh_failed(req, stale, fkey, flight, exc)
                 raise
             now = self._clock.time()
             # A token obtained with a claims challenge is not stored: nothing reads that key back (the claims
@@ -473,20 +477,20 @@ class TokenCache:
             entry = self._entry(token, now, req) if req.claims is None else None
             if entry is not None:
                 self._store(key, entry)
-            self._finish(flight, token)
+            self._finish(fkey, flight, token)
             if entry is not None and self._l2 is not None:
-                yield (_L2_SET, token, entry.usable_until - now)
+                yield _L2Set(token, entry.usable_until - now)
             return token
         except BaseException as exc:
-            self._finish(flight, None, exc)
+            self._finish(fkey, flight, None, exc)
             raise
 
     def _refresh_failed(
-        self, req: TokenRequest, stale: CachedToken, flight: _Flight | None, exc: Exception
+        self, req: TokenRequest, stale: CachedToken, fkey: bytes, flight: Flight[AccessToken] | None, exc: Exception
     ) -> AccessToken:
         stale.retry_at = self._clock.monotonic() + self._retry
         # Callers waiting on this flight came because they found no usable token: they get the error.
-        self._finish(flight, None, exc)
+        self._finish(fkey, flight, None, exc)
         now = self._clock.time()
         if now >= stale.usable_until:
             raise exc
@@ -543,28 +547,17 @@ class TokenCache:
                     l1[old_key] = old
                     spared += 1
 
-    def _finish(self, flight: _Flight | None, token: AccessToken | None, error: BaseException | None = None) -> None:
-        if flight is None or flight.done.is_set():
+    def _finish(
+        self,
+        fkey: bytes,
+        flight: Flight[AccessToken] | None,
+        token: AccessToken | None,
+        error: BaseException | None = None,
+    ) -> None:
+        if flight is None or flight.done:
             return
         with self._lock:
-            if isinstance(error, Exception):
-                flight.error = error
-                flight.error_tb = error.__traceback__
-            elif error is not None:
-                flight.abandoned = True  # cancelled, interrupted: not the waiters' error to raise
-            flight.token = token
-            if self._flights.get(flight.key) is flight:
-                del self._flights[flight.key]
-        flight.done.set()
-        if flight.async_event is not None:
-            flight.async_event.set()  # the owner finishes on its own loop, so this is the right thread
-
-
-async def _await_flight(flight: _Flight) -> None:
-    if flight.async_event is not None and flight.thread == threading.get_ident():
-        await flight.async_event.wait()
-        return
-    # The owner is a thread, or a task on another thread's loop: wait for its threading event off the loop.
-    import anyio.to_thread
-
-    await anyio.to_thread.run_sync(flight.done.wait, abandon_on_cancel=True)
+            if self._flights.get(fkey) is flight:
+                del self._flights[fkey]
+        # An Exception reaches the waiters; a cancellation or an interruption abandons the flight (they start over).
+        flight.finish(token, error=error)

@@ -43,8 +43,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, get_args
 
 from .._clock import Clock, SystemClock, uniform
-from .._config import META_TENANTS, EntraConfig, _is_guid
+from .._config import EntraConfig
 from .._http import HttpSeam
+from .._ids import META_TENANTS, is_guid
 from ..errors import ConfigurationError, TokenAcquisitionError
 from ._types import OIDC_SCOPES, AccessToken, Flow, TokenRequest, assertion_claims
 
@@ -128,8 +129,8 @@ class Acquirer:
 
     ::
 
-        token = auth.acquirer.fetch(TokenRequest(flow="obo", scopes=("User.Read",), client_id=cid,
-                                                 tenant=principal.tid, user_assertion=raw_token))
+        token = acquirer.fetch(TokenRequest(flow="obo", scopes=("User.Read",), client_id=cid,
+                                            tenant=principal.tid, user_assertion=raw_token))
 
     Raises ``TokenAcquisitionError`` (Entra refused, or could not be reached: ``status_code`` 503) and
     ``ConfigurationError`` (a request or credential that can never work). Never returns a cached token the
@@ -154,7 +155,9 @@ class Acquirer:
         self._jitter = jitter
         # A clock written against the older protocol (time() and monotonic() only) sleeps for real.
         self._sleep: Callable[[float], None] = getattr(clock, "sleep", None) or SystemClock().sleep
-        self._msal_http: MsalHttpClient = MsalHttpClient(http, clock=clock)
+        self._msal_http: MsalHttpClient = MsalHttpClient(
+            http, clock=clock, instance=config.instance, allow_insecure_http=config.allow_insecure_http
+        )
         self._mi_http: MsalHttpClient | None = None
         self._chain: CredentialChain = CredentialChain(
             config.credentials, send_x5c=config.send_x5c, mi_http=self._managed_identity_http, clock=clock
@@ -391,7 +394,7 @@ class Acquirer:
                 )
             if req.username and not (req.username.isascii() and req.username.isprintable() and " " not in req.username):
                 raise ConfigurationError("username must be an ASCII user principal name", key="username")
-            if req.user_object_id and not _is_guid(req.user_object_id):
+            if req.user_object_id and not is_guid(req.user_object_id):
                 raise ConfigurationError(
                     f"user_object_id must be a GUID, got {req.user_object_id!r}", key="user_object_id"
                 )
@@ -402,7 +405,7 @@ class Acquirer:
         import msal.exceptions
         import requests
 
-        from ._msal_http import HttpStatusFailure
+        from ._msal_http import EndpointRefused, HttpStatusFailure
 
         try:
             result, leg, cred = self._run(req)
@@ -414,6 +417,16 @@ class Acquirer:
         except requests.RequestException as exc:
             if isinstance(exc, HttpStatusFailure):
                 raise self._http_failure(req.flow) from None
+            if isinstance(exc, EndpointRefused):
+                # Discovery named a token endpoint off the configured instance: the secret is never sent there.
+                raise _Failed(
+                    TokenAcquisitionError(
+                        f"{req.flow}: Entra's metadata is unusable ({exc})",
+                        error="invalid_response",
+                        http_status=None,
+                        status_code=502,
+                    )
+                ) from None
             raise _Failed(
                 TokenAcquisitionError(
                     f"Entra could not be reached ({exc})",

@@ -399,7 +399,7 @@ class SidecarRoutes:
     ) -> httpx2.Response:
         """Follow redirects as .NET's HttpClient does: the Authorization header is not sent on, an https → http
         hop is not taken, 301/302/303 become GET without a body, at most ten hops."""
-        client = self.auth.http.aclient
+        client = self.auth._http.aclient  # the engine's pooled client (package-internal)
         method = response.request.method
         for _ in range(_MAX_REDIRECTS):
             location = response.headers.get("location")

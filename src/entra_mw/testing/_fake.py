@@ -2,7 +2,8 @@
 
 Request handling is sans-IO at its core: :meth:`FakeEntra._plan` turns an ``httpx2.Request`` into a plan
 (latency to wait, whether the connection "fails", a function producing the response). Three drivers run it:
-the sync transport (``time.sleep``), the async transport (``anyio.sleep``) and the HTTPS server in ``_serve``.
+the sync transport, the async transport and the HTTPS server in ``_serve``. Latency faults wait on FakeEntra's
+``latency_clock`` seam (real time by default: latency stands for the network, whatever clock the claims use).
 
 Endpoints (spec §5.4, §5.5; the token endpoint lives in ``_token_endpoint``):
 
@@ -25,23 +26,20 @@ from __future__ import annotations
 
 import datetime
 import json
-import random
 import secrets
 import threading
-import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import anyio
 import httpx2
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .._clock import Clock, SystemClock
+from .._clock import Clock, SystemClock, seeded_random
 from ._interactive import (
     InteractiveState,
     drive_sign_in,
@@ -347,7 +345,7 @@ class _AsyncTransport(httpx2.AsyncBaseTransport):
         await request.aread()
         plan = self._fake._plan(request)
         if plan.latency > 0:
-            await anyio.sleep(plan.latency)
+            await self._fake.latency_clock.asleep(plan.latency)
         if plan.outage:
             raise httpx2.ConnectError("FakeEntra: connection failed (injected outage)", request=request)
         return plan.respond()
@@ -372,13 +370,22 @@ class FakeEntra:
         principal = auth.validate(fake.app_token(s.client, resource=s.api))
     """
 
-    def __init__(self, *, clock: Clock | None = None, authority_host: str = "login.microsoftonline.com") -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        authority_host: str = "login.microsoftonline.com",
+        latency_clock: Clock | None = None,
+    ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
+        #: What latency faults sleep on: real time unless a test gives another clock (latency is network time,
+        #: which a fake ``clock`` for the claims does not shorten).
+        self.latency_clock: Clock = latency_clock if latency_clock is not None else SystemClock()
         self.authority_host = authority_host
         self.registry = Registry()
         self.lock = threading.RLock()
         self.faults = Faults()
-        self._rng = random.Random(0x5EED)  # noqa: S311 - token lifetimes, deterministic per FakeEntra
+        self._rng = seeded_random(0x5EED)  # token lifetimes, deterministic per FakeEntra
         self._counts: dict[str, int] = {}
         self._counts_lock = threading.Lock()
         first = new_signing_key()
@@ -1128,17 +1135,18 @@ class FakeEntra:
 
     @property
     def async_transport(self) -> httpx2.AsyncBaseTransport:
-        """The async twin of :attr:`transport` (asyncio or trio; latency faults use ``anyio.sleep``)."""
+        """The async twin of :attr:`transport` (asyncio or trio; latency faults do not block the loop)."""
         if self._async_transport is None:
             self._async_transport = _AsyncTransport(self)
         return self._async_transport
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
-        """Answer one request in process (latency faults sleep for real; outages raise ``ConnectError``)."""
+        """Answer one request in process (latency faults wait on :attr:`latency_clock`; outages raise
+        ``ConnectError``)."""
         request.read()
         plan = self._plan(request)
         if plan.latency > 0:
-            time.sleep(plan.latency)
+            self.latency_clock.sleep(plan.latency)
         if plan.outage:
             raise httpx2.ConnectError("FakeEntra: connection failed (injected outage)", request=request)
         return plan.respond()

@@ -16,7 +16,6 @@ import socket
 import ssl
 import tempfile
 import threading
-import time
 import weakref
 from pathlib import Path
 from types import TracebackType
@@ -105,7 +104,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         request.read()
         plan = self.server.fake._plan(request)
         if plan.latency > 0:
-            time.sleep(plan.latency)
+            self.server.fake.latency_clock.sleep(plan.latency)
         if plan.outage:
             # A dropped connection, as a network outage looks to the client.
             self.close_connection = True

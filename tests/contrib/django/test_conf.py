@@ -33,7 +33,7 @@ def test_engine_is_built_lazily_and_kept() -> None:
 def test_replaced_engines_are_closed() -> None:
     with override_settings(ENTRA_MW={"tenant_id": TENANT, "client_id": CLIENT}):
         auth = get_auth()
-        client = auth.http.client  # opens the pooled client
+        client = auth._http.client  # opens the pooled client
         assert not client.is_closed
     assert client.is_closed
 
