@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from example_apps.webapp_calls_api.local import Running, run_locally
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -43,13 +44,25 @@ def browser(running: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         yield driver
 
 
+# A page that navigates away while an element is read (a redirect after a click) makes Chromium answer with a
+# generic inspector error rather than a stale-element one; both mean "look again".
+_RETRY: tuple[type[Exception], ...] = (StaleElementReferenceException, WebDriverException)
+
+
 def wait_for(driver: WebDriver, css: str) -> str:
-    element = WebDriverWait(driver, 20).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
-    return str(element.text)
+    def text(d: WebDriver) -> tuple[str] | None:
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        return (str(found[0].text),) if found else None  # a tuple: an empty text still ends the wait
+
+    result = WebDriverWait(driver, 20, ignored_exceptions=_RETRY).until(text)
+    assert result is not None  # until() returns only a truthy value
+    return result[0]
 
 
 def wait_text(driver: WebDriver, css: str, text: str) -> None:
-    WebDriverWait(driver, 20).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+    WebDriverWait(driver, 20, ignored_exceptions=_RETRY).until(
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
+    )
 
 
 def on_entra(driver: WebDriver, running: Running) -> bool:
