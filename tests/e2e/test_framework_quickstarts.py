@@ -22,6 +22,63 @@ pytestmark = [
 ]
 
 
+def clean_env(home: Path) -> dict[str, str]:
+    """A new user's environment: no Entra settings, a fresh home (so ~/.cache is empty), the venv on PATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.lower().startswith(("azuread__", "downstreamapis__", "entra_", "django_", "flask_"))
+        and k not in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+    }
+    env.pop("XDG_CACHE_HOME", None)
+    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", NO_COLOR="1")
+    return env
+
+
+class Terminals:
+    """Long-running commands, each in its own session (so stopping one stops its children), in ``home``."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home, self.env = home, env
+        self.running: list[subprocess.Popen[str]] = []
+
+    def start(self, command: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            ["bash", "-euc", command],
+            cwd=self.home,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.running.append(proc)
+        return proc
+
+    def start_emulator(self) -> None:
+        emulator = self.start("entra-mw emulator --port 0")
+        settings = self.home / ".cache" / "entra-mw" / "emulator.env"
+        wait_until(
+            lambda: settings.exists() and "ENTRA_EMULATOR_AGENT_USER=" in settings.read_text(),
+            emulator,
+            "the emulator",
+        )
+
+    def run(self, script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=self.home,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def stop_all(self) -> list[str]:
+        return [stop(proc) for proc in self.running]
+
+
 def first_bash(path: Path) -> str:
     return next(b.code for b in blocks(path) if b.info == "bash")
 
@@ -65,57 +122,50 @@ def test_page_example_gives_401_200_403_against_the_emulator(page: str, tmp_path
     path, write = PAGES[page]
     home = tmp_path / "home"
     home.mkdir()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.lower().startswith(("azuread__", "downstreamapis__", "entra_", "django_", "flask_"))
-        and k not in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-    }
-    env.pop("XDG_CACHE_HOME", None)
-    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", NO_COLOR="1")
+    terminals = Terminals(home, clean_env(home))
     requests = next(b.code for kind, b in marked(QUICKSTART) if kind == "requests")
-    running: list[subprocess.Popen[str]] = []
-
-    def start(command: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            ["bash", "-euc", command],
-            cwd=home,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        running.append(proc)
-        return proc
-
     port = free_port()
     statuses: list[int] = []
     try:
-        emulator = start("entra-mw emulator --port 0")
-        settings = home / ".cache" / "entra-mw" / "emulator.env"
-        wait_until(
-            lambda: settings.exists() and "ENTRA_EMULATOR_AGENT_USER=" in settings.read_text(),
-            emulator,
-            "the emulator",
-        )
+        terminals.start_emulator()
         write(home)
         command = first_bash(path)
         assert "emulator.env" in command and "8000" in command, command
-        app = start(command.replace("8000", str(port)))
+        app = terminals.start(command.replace("8000", str(port)))
         wait_until(lambda: listening(port), app, f"the app of {path.name}")
         for line in filter(None, (x.strip() for x in requests.splitlines())):
-            done = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", line.replace("8000", str(port)).replace("curl -i", "curl -si")],
-                cwd=home,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            done = terminals.run(line.replace("8000", str(port)).replace("curl -i", "curl -si"))
             assert done.returncode == 0, f"{line}\n{done.stderr}"
             statuses.append(int(done.stdout.split(" ", 2)[1]))
     finally:
-        logs = [stop(proc) for proc in running]
+        logs = terminals.stop_all()
     assert statuses == [401, 200, 403], logs
+
+
+def test_mcp_page_server_against_the_emulator(tmp_path: Path) -> None:
+    # mcp.md, "Trying it locally": the engine and server blocks saved as server.py with scopes=["Weather.Read"].
+    pytest.importorskip("mcp")
+    mcp_page = ROOT / "docs" / "mcp.md"
+    code = python_code(mcp_page)
+    assert 'scopes=["Tools.Use"]' in code[1]
+    lines = mcp_page.read_text(encoding="utf-8").splitlines()
+    section = lines.index("## Trying it locally")
+    serve, calls = [b.code for b in blocks(mcp_page) if b.info == "bash" and b.line > section][:2]
+    home = tmp_path / "home"
+    home.mkdir()
+    terminals = Terminals(home, clean_env(home))
+    port = free_port()
+    try:
+        terminals.start_emulator()
+        (home / "server.py").write_text(code[0] + code[1].replace('scopes=["Tools.Use"]', 'scopes=["Weather.Read"]'))
+        server = terminals.start(serve.replace("8000", str(port)))
+        wait_until(lambda: listening(port), server, "the MCP server")
+        # Each curl prints its status on a line of its own after the answer.
+        done = terminals.run(calls.replace("8000", str(port)).replace("curl ", "curl -sS -w '\\n[%{http_code}]\\n' "))
+    finally:
+        logs = terminals.stop_all()
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{logs}"
+    assert re.findall(r"^\[(\d{3})\]$", done.stdout, flags=re.M) == ["401", "200", "200"], done.stdout
+    assert 'scope="https://mcp.contoso.com/mcp/Weather.Read"' in done.stdout
+    assert '"resource":"https://mcp.contoso.com/mcp"' in done.stdout
+    assert '"serverInfo":{"name":"contoso-tools"' in done.stdout
