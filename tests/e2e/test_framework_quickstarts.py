@@ -5,7 +5,6 @@ as the file the page names, the page's shell block started, then the quickstart'
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,70 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_quickstart import BIN, QUICKSTART, free_port, listening, marked, stop, wait_until
+from tests.e2e._procs import free_port, wait_until
+from tests.e2e._terminals import BIN, Terminals, clean_env
+from tests.e2e.test_quickstart import QUICKSTART, listening, marked
 from tests.test_docs import ROOT, blocks
 
 pytestmark = [
     pytest.mark.loopback,
     pytest.mark.skipif(shutil.which("curl") is None, reason="the pages use curl"),
 ]
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    """A new user's environment: no Entra settings, a fresh home (so ~/.cache is empty), the venv on PATH."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.lower().startswith(("azuread__", "downstreamapis__", "entra_", "django_", "flask_"))
-        and k not in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-    }
-    env.pop("XDG_CACHE_HOME", None)
-    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", NO_COLOR="1")
-    return env
-
-
-class Terminals:
-    """Long-running commands, each in its own session (so stopping one stops its children), in ``home``."""
-
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
-        self.home, self.env = home, env
-        self.running: list[subprocess.Popen[str]] = []
-
-    def start(self, command: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            ["bash", "-euc", command],
-            cwd=self.home,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.running.append(proc)
-        return proc
-
-    def start_emulator(self) -> None:
-        emulator = self.start("entra-mw emulator --port 0")
-        settings = self.home / ".cache" / "entra-mw" / "emulator.env"
-        wait_until(
-            lambda: settings.exists() and "ENTRA_EMULATOR_AGENT_USER=" in settings.read_text(),
-            emulator,
-            "the emulator",
-        )
-
-    def run(self, script: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=self.home,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def stop_all(self) -> list[str]:
-        return [stop(proc) for proc in self.running]
 
 
 def first_bash(path: Path) -> str:

@@ -7,14 +7,14 @@ the app's 8000 and the sidecar's 5000 become free ports) so that parallel runs s
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_quickstart import BIN, QUICKSTART, free_port, listening, marked, stop, wait_until
+from tests.e2e._procs import free_port, wait_until
+from tests.e2e._terminals import Terminals, clean_env
+from tests.e2e.test_quickstart import QUICKSTART, listening, marked
 from tests.test_docs import ROOT, blocks
 
 SIDECAR = ROOT / "docs" / "sidecar.md"
@@ -40,66 +40,30 @@ def test_sidecar_try_it_locally_works_as_written(tmp_path: Path) -> None:
     assert "entra-mw sidecar" in sidecar_block and "localhost:5000" in caller_block
     home = tmp_path / "home"
     home.mkdir()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.lower().startswith(("azuread__", "downstreamapis__", "entra_", "sidecar__", "aspnetcore_"))
-        and k not in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-    }
-    env.pop("XDG_CACHE_HOME", None)
-    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", NO_COLOR="1")
-    running: list[subprocess.Popen[str]] = []
-
-    def start(command: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            ["bash", "-euc", command],
-            cwd=home,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        running.append(proc)
-        return proc
-
+    terminals = Terminals(home, clean_env(home))
     app_port, sidecar_port = free_port(), free_port()
     try:
-        emulator = start("entra-mw emulator --port 0")
-        settings = home / ".cache" / "entra-mw" / "emulator.env"
-        wait_until(
-            lambda: settings.exists() and "ENTRA_EMULATOR_AGENT_USER=" in settings.read_text(),
-            emulator,
-            "the emulator",
-        )
+        terminals.start_emulator()
         # The quickstart's app.py, started the way the quickstart starts it: the sidecar's downstream API.
         quickstart = list(marked(QUICKSTART))
-        app_code = next(b.code for kind, b in quickstart if kind == "file app.py")
-        (home / "app.py").write_text(app_code)
+        (home / "app.py").write_text(next(b.code for kind, b in quickstart if kind == "file app.py"))
         app_command = next(b.code for kind, b in quickstart if kind == "background" and "uvicorn app:app" in b.code)
-        app = start(app_command.replace("8000", str(app_port)))
+        app = terminals.start(app_command.replace("8000", str(app_port)))
         wait_until(lambda: listening(app_port), app, "the quickstart's app")
-        sidecar = start(
+        sidecar = terminals.start(
             sidecar_block.replace("8000", str(app_port)).replace(
                 "entra-mw sidecar", f"entra-mw sidecar --port {sidecar_port}"
             )
         )
         wait_until(lambda: listening(sidecar_port), sidecar, "the sidecar")
         # Each curl prints its body, then a marker line with its status, so every call is checked.
-        script = caller_block.replace("localhost:5000", f"localhost:{sidecar_port}").replace(
-            "curl ", "curl -sS -w '\\n[%{http_code}]\\n' "
-        )
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=home,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
+        done = terminals.run(
+            caller_block.replace("localhost:5000", f"localhost:{sidecar_port}").replace(
+                "curl ", "curl -sS -w '\\n[%{http_code}]\\n' "
+            )
         )
     finally:
-        logs = [stop(proc) for proc in running]
+        logs = terminals.stop_all()
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{logs}"
     out = done.stdout
     assert out.count("[200]") == 5, f"{out}\n{logs}"
