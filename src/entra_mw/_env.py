@@ -381,6 +381,13 @@ def config_from_env(cls: type[EntraConfig], environ: Mapping[str, str]) -> Entra
         instance, tenant, extra = _authority(authority, ad.written("Authority"))
         if extra:
             kwargs["extra_query_parameters"] = extra
+    if not tenant and not ad.get("ClientId") and not instance:
+        # Nothing at all: most often the settings were never loaded into this process's environment.
+        raise ConfigurationError(
+            "no AzureAd__* variables are set: set AzureAd__TenantId and AzureAd__ClientId in the environment "
+            "(for `entra-mw emulator`, load the settings file it prints: set -a; . FILE; set +a)",
+            key=ad.written("TenantId"),
+        )
     if not tenant:
         raise ConfigurationError(f"{ad.written('TenantId')} is required", key=ad.written("TenantId"))
     client_id = ad.get("ClientId")

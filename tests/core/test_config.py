@@ -169,6 +169,17 @@ def test_from_env_errors_name_the_key(env: dict[str, str], key: str) -> None:
     assert key.split("__")[-1] in str(info.value) or "KeyVault" in str(info.value) or "store" in str(info.value).lower()
 
 
+@pytest.mark.parametrize("env", [{}, {"AzureAd__TenantId": ""}, {"DownstreamApis__graph__Scopes": "User.Read"}])
+def test_from_env_without_any_azuread_variable_says_to_load_them(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        EntraConfig.from_env(env)
+    assert info.value.key == "AzureAd__TenantId"
+    message = str(info.value)
+    assert "no AzureAd__* variables are set" in message
+    assert "AzureAd__TenantId and AzureAd__ClientId" in message and "entra-mw emulator" in message
+    assert "\n" not in message
+
+
 def test_unsupported_sources_say_what_to_use_instead() -> None:
     with pytest.raises(ConfigurationError, match="Base64Encoded"):
         EntraConfig.from_env(base_env(AzureAd__ClientCredentials__0__SourceType="StoreWithThumbprint"))

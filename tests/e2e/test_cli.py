@@ -140,7 +140,7 @@ def test_decode_bad_input_says_which_part(bad: str, says: str) -> None:
 # -- help, usage errors, colour ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["demo", "emulator", "token", "decode"])
+@pytest.mark.parametrize("command", ["demo", "emulator", "token", "decode", "sidecar"])
 def test_every_subcommand_help_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([command, "--help"]) == 0
     text = capsys.readouterr().out

@@ -150,6 +150,22 @@ def test_delegated_api_without_a_caller_is_401(start_sidecar: StartSidecar, scn:
         assert "RequestAppToken" in response.json()["detail"]
 
 
+def test_no_caller_says_when_the_request_app_token_override_was_gated_off(client: httpx2.Client) -> None:
+    # Default settings: overrides are off on the *Unauthenticated routes, so asking for an app token in the query
+    # changes nothing; the answer says so instead of only repeating "Set RequestAppToken=true".
+    for path in ("/AuthorizationHeaderUnauthenticated/weather", "/DownstreamApiUnauthenticated/weather"):
+        method = "GET" if path.startswith("/Authorization") else "POST"
+        plain = client.request(method, path)
+        assert plain.status_code == 401
+        assert "optionsOverride was ignored" not in plain.json()["detail"]
+        gated = client.request(method, f"{path}?optionsOverride.RequestAppToken=true")
+        assert gated.status_code == 401
+        detail = gated.json()["detail"]
+        flag = "GetAuthorizationHeaderUnauthenticated" if method == "GET" else "CallDownstreamApiUnauthenticated"
+        assert f"optionsOverride was ignored: Sidecar__AllowOverrides__{flag} is false" in detail
+        assert "DownstreamApis__weather__RequestAppToken=true" in detail
+
+
 @pytest.mark.parametrize(
     ("query", "detail"),
     [

@@ -59,6 +59,13 @@ _PROBLEMS: Final = {
     504: ("https://tools.ietf.org/html/rfc9110#section-15.6.5", "Gateway Timeout"),
 }
 _UNEXPECTED: Final = "An unexpected error occurred."
+#: The Sidecar__AllowOverrides__* flag that gates each token route.
+_GATE: Final = {
+    "AuthorizationHeader": "GetAuthorizationHeader",
+    "AuthorizationHeaderUnauthenticated": "GetAuthorizationHeaderUnauthenticated",
+    "DownstreamApi": "CallDownstreamApi",
+    "DownstreamApiUnauthenticated": "CallDownstreamApiUnauthenticated",
+}
 
 # HttpResponseMessage.Content.Headers: the only headers the DownstreamApi envelope carries, in .NET's casing.
 _CONTENT_HEADERS: Final = {
@@ -305,7 +312,8 @@ class SidecarRoutes:
     ) -> tuple[Effective, Downstream]:
         """Merge the overrides, apply the agent parameters, and build the request's ``Downstream``."""
         query = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        effective = effective_options(self.config, api_name, Overrides.from_query(query), allowed=allowed, route=route)
+        overrides = Overrides.from_query(query)
+        effective = effective_options(self.config, api_name, overrides, allowed=allowed, route=route)
         agent = AgentParams.from_query(query)
         if agent.present and not allowed:
             # 1.1.0+: agent parameters are applied only when the route's AllowOverrides flag is on (EventId 5).
@@ -323,10 +331,17 @@ class SidecarRoutes:
             )
         if ctx is None and not effective.request_app_token and not user:
             # Spec §1.4: a delegated token needs a user; with no caller this is MSAL's "no account" (401).
+            fix = "Set RequestAppToken=true"
+            if overrides.has_any and not allowed:
+                # Said here too: the warning that the override was dropped is only in the sidecar's log.
+                fix = (
+                    f"Set DownstreamApis__{api_name}__RequestAppToken=true (this request's optionsOverride was "
+                    f"ignored: Sidecar__AllowOverrides__{_GATE[route]} is false)"
+                )
             raise DownstreamRequestError(
                 f"No user token to act for: the API '{api_name}' asks for a delegated token (RequestAppToken is "
-                "false) and this route has no caller. Set RequestAppToken=true, or call the authenticated route "
-                "with the user's bearer token.",
+                f"false) and this route has no caller. {fix}, or call the authenticated route with the user's "
+                "bearer token.",
                 reason="no_caller",
                 status_code=401,
             )

@@ -57,6 +57,14 @@ environment (the official sidecar's variables; ':' works as '__', names are case
   SSL_CERT_FILE                     a CA bundle to trust as well (a local FakeEntra, a corporate CA)
   Logging__LogLevel__Default        Debug, Information (default), Warning, Error: the service's log lines on stderr
   ENTRA_MW_AUTH_FACTORY             dotted path of a callable taking the EntraConfig, returning an EntraAuth
+
+example (against `entra-mw emulator`, as its agent blueprint):
+  set -a; . ~/.cache/entra-mw/emulator.env; set +a
+  export AzureAd__ClientId=$ENTRA_EMULATOR_BLUEPRINT_ID
+  export AzureAd__ClientCredentials__0__ClientSecret=$ENTRA_EMULATOR_BLUEPRINT_SECRET
+  entra-mw sidecar                  # http://127.0.0.1:5000
+  curl -H "Authorization: Bearer $(entra-mw token --user alice --api $ENTRA_EMULATOR_BLUEPRINT_ID \\
+       --scope access_agent)" http://127.0.0.1:5000/Validate
 """
 
 

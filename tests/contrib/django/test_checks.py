@@ -58,7 +58,12 @@ def test_e002_env_without_the_variables(monkeypatch: pytest.MonkeyPatch) -> None
     for name in ("AzureAd__TenantId", "AzureAd__ClientId", "AzureAd__Instance"):
         monkeypatch.delenv(name, raising=False)
     with override_settings(ENTRA_MW="env"):
-        assert ids() == ["entra_mw.E002"]
+        [message] = check_settings()
+    assert message.id == "entra_mw.E002"
+    assert "no AzureAd__* variables are set" in message.msg
+    # The hint says where "env" reads from, not to set ENTRA_MW = "env", which is already the case.
+    assert message.hint is not None and "environment of the Django process" in message.hint
+    assert 'or ENTRA_MW = "env"' not in message.hint
     monkeypatch.setenv("AzureAd__TenantId", TENANT)
     monkeypatch.setenv("AzureAd__ClientId", CLIENT)
     with override_settings(ENTRA_MW="env"):

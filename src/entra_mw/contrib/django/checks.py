@@ -37,6 +37,11 @@ _SETTING_HINT = (
     'Set ENTRA_MW = {"tenant_id": "<tenant GUID or domain>", "client_id": "<your API\'s application id>"} '
     '(the EntraConfig names), or ENTRA_MW = "env" to read the sidecar\'s AzureAd__* variables.'
 )
+_ENV_HINT = (
+    'ENTRA_MW = "env" reads the sidecar\'s AzureAd__* variables from the environment of the Django process: set '
+    "them before it starts (for `entra-mw emulator`: set -a; . ~/.cache/entra-mw/emulator.env; set +a), or give "
+    'ENTRA_MW a mapping {"tenant_id": ..., "client_id": ...} instead.'
+)
 _OURS = frozenset({"entra_mw.contrib.django.EntraMiddleware", "entra_mw.contrib.django.middleware.EntraMiddleware"})
 _CORS = "corsheaders.middleware.CorsMiddleware"
 _MIDDLEWARE_HINT = (
@@ -55,7 +60,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
         try:
             config_from_setting(value, key=SETTING)
         except (ValueError, TypeError) as exc:  # ConfigurationError is a ValueError
-            errors.append(Error(f"{SETTING} is invalid: {exc}", hint=_SETTING_HINT, id="entra_mw.E002"))
+            hint = _ENV_HINT if isinstance(value, str) and value.strip().lower() == "env" else _SETTING_HINT
+            errors.append(Error(f"{SETTING} is invalid: {exc}", hint=hint, id="entra_mw.E002"))
     for name, code, what in ((AUTH_FACTORY, "E003", "build_auth"), (USER_SYNC, "E004", "sync_user")):
         try:
             load_factory(getattr(settings, name, None), key=name)
