@@ -536,6 +536,8 @@ def settings_text(
         "# and Container Apps expose it (IDENTITY_ENDPOINT + IDENTITY_HEADER). Give the web app",
         "# AzureAd__ClientId=$ENTRA_EMULATOR_WEB_CLIENT_ID, SourceType=SignedAssertionFromManagedIdentity and",
         "# ManagedIdentityClientId=$ENTRA_EMULATOR_MANAGED_IDENTITY_CLIENT_ID.",
+        "# Note: a shell that loads this file points every managed-identity client (MSAL, azure-identity) at the",
+        "# emulator through the two variables below; unset them in shells that must reach real Azure.",
         kv("ENTRA_EMULATOR_WEB_CLIENT_ID", d.web.app_id),
         kv("ENTRA_EMULATOR_MANAGED_IDENTITY_CLIENT_ID", d.identity.app_id),
         kv("ENTRA_EMULATOR_SIGN_IN_URL", f"{base_url}{d.tenant.tenant_id}/oauth2/v2.0/authorize"),

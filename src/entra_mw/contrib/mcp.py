@@ -386,9 +386,10 @@ class ScopeChallengeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        anonymous = False
         if not scope.get("path", "").startswith("/.well-known/"):
             try:
-                scope = self._canonical_authorization(scope)
+                scope, anonymous = self._canonical_authorization(scope)
             except InvalidRequest as exc:
                 await _send_error(self._challenge.apply(exc), send)
                 return
@@ -401,20 +402,22 @@ class ScopeChallengeMiddleware:
         reset = _UNAVAILABLE.set(box)
         inner_send = self._with_scope(send) if self._scope_param else send
         try:
-            await self.app(scope, receive, self._unavailable(box, inner_send))
+            await self.app(scope, receive, self._unavailable(box, anonymous, inner_send))
         finally:
             _UNAVAILABLE.reset(reset)
 
-    def _unavailable(self, box: list[ProviderUnavailable], send: Send) -> Send:
-        """``send``, but the SDK's 401 becomes the engine's 503 (with ``Retry-After``) when the verifier could not
-        check the token for want of signing keys."""
+    def _unavailable(self, box: list[ProviderUnavailable], anonymous: bool, send: Send) -> Send:
+        """``send``, but the SDK's 401 becomes the engine's answer: a 503 (with ``Retry-After``) when the verifier
+        could not check the token for want of signing keys, and a bare ``Bearer`` challenge (RFC 6750 §3.1: no
+        ``error`` when no credentials were sent) with ``resource_metadata`` and ``scope`` when no token came."""
         replaced = False
 
         async def send_checked(message: Message) -> None:
             nonlocal replaced
-            if message["type"] == "http.response.start" and message.get("status") == 401 and box:
+            if message["type"] == "http.response.start" and message.get("status") == 401 and (box or anonymous):
                 replaced = True
-                await _send_error(self._challenge.apply(box[0]), send)
+                error = box[0] if box else MissingToken("A bearer token is required.", reason="missing_token")
+                await _send_error(self._challenge.apply(error), send)
                 return
             if replaced and message["type"] == "http.response.body":
                 return
@@ -422,18 +425,18 @@ class ScopeChallengeMiddleware:
 
         return send_checked
 
-    def _canonical_authorization(self, scope: Scope) -> Scope:
+    def _canonical_authorization(self, scope: Scope) -> tuple[Scope, bool]:
         """The request as the core reads it (RFC 6750): a second credential (another header, a folded value, an
         ``access_token`` in the query) or a malformed one raises ``InvalidRequest``; a token is handed to the SDK
         as one ``Authorization: Bearer <token>`` header, since the SDK reads only the first header and only
-        ``Bearer`` followed by exactly one space."""
+        ``Bearer`` followed by exactly one space. The flag says no credentials came at all."""
         try:
             token = token_from(authorization_from_scope(scope), scope.get("query_string"))
         except MissingToken:
-            return scope  # the SDK answers 401 with its resource_metadata challenge
+            return scope, True  # the SDK answers 401; the challenge is made bare on the way out
         headers = [(n, v) for n, v in scope.get("headers", ()) if n.lower() != b"authorization"]
         headers.append((b"authorization", b"Bearer " + token.encode("ascii")))
-        return {**scope, "headers": headers}
+        return {**scope, "headers": headers}, False
 
     def _with_scope(self, send: Send) -> Send:
         param = self._scope_param.encode("latin-1", "replace")

@@ -46,7 +46,8 @@ def _bearer(token: str) -> list[tuple[bytes, bytes]]:
 @pytest.mark.parametrize("status", [401, 403])
 async def test_scope_added_to_sdk_challenges(settings: AuthSettings, status: int) -> None:
     inner = Inner(status=status, headers=[(b"www-authenticate", SDK_401.encode()), (b"content-type", b"x")])
-    result = await drive(ScopeChallengeMiddleware(inner, settings=settings), http_scope())
+    # A token was sent (the SDK judged it): its own challenge is kept, with the scope added.
+    result = await drive(ScopeChallengeMiddleware(inner, settings=settings), http_scope(headers=_bearer("a.b.c")))
     challenge = result.header("WWW-Authenticate")
     assert challenge == SDK_401 + f', scope="{RESOURCE}/Tools.Use"'
     assert f'resource_metadata="{METADATA}"' in challenge
@@ -55,8 +56,19 @@ async def test_scope_added_to_sdk_challenges(settings: AuthSettings, status: int
 
 async def test_bare_challenge_gets_scope(settings: AuthSettings) -> None:
     inner = Inner(status=401, headers=[(b"WWW-Authenticate", b"Bearer")])
-    result = await drive(ScopeChallengeMiddleware(inner, settings=settings), http_scope())
+    result = await drive(ScopeChallengeMiddleware(inner, settings=settings), http_scope(headers=_bearer("a.b.c")))
     assert result.header("www-authenticate") == f'Bearer scope="{RESOURCE}/Tools.Use"'
+
+
+async def test_no_token_gets_a_bare_challenge_with_metadata_and_scope(settings: AuthSettings) -> None:
+    # RFC 6750 §3.1: a request with no credentials gets no error code; MCP clients need resource_metadata and scope.
+    inner = Inner(status=401, headers=[(b"www-authenticate", SDK_401.encode())])
+    result = await drive(ScopeChallengeMiddleware(inner, settings=settings), http_scope())
+    assert result.status == 401
+    assert result.header("www-authenticate") == (
+        f'Bearer scope="{RESOURCE}/Tools.Use", resource_metadata="{METADATA}"'
+    )
+    assert json.loads(result.body)["error"] == "unauthorized"
 
 
 @pytest.mark.parametrize(
@@ -89,7 +101,7 @@ async def test_other_statuses_and_scopes_pass_untouched(settings: AuthSettings) 
 async def test_no_required_scopes_adds_nothing(env: McpEnv) -> None:
     settings = auth_settings(env.auth, resource_server_url=RESOURCE)
     inner = Inner(status=401, headers=[(b"www-authenticate", SDK_401.encode())])
-    result = await drive(ScopeChallengeMiddleware(inner, settings=settings), http_scope())
+    result = await drive(ScopeChallengeMiddleware(inner, settings=settings), http_scope(headers=_bearer("a.b.c")))
     assert result.header("www-authenticate") == SDK_401
 
 
