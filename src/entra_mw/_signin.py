@@ -654,6 +654,14 @@ class WebSignIn:
 
         try:
             result = self._app(cache).acquire_token_by_auth_code_flow(flow, answer, scopes=list(self.scopes) or None)
+            if isinstance(result, dict) and self.auth._tokens.acquirer.web_credential_refused(
+                result.get("error"), _codes(result)
+            ):
+                # Entra checks the client before the code, so the code is still good for the next credential.
+                logger.warning("the web app's credential was refused; redeeming the code with the next one")
+                result = self._app(cache).acquire_token_by_auth_code_flow(
+                    flow, answer, scopes=list(self.scopes) or None
+                )
         except IdTokenError as exc:
             logger.info("sign-in refused reason=id_token check=%s", type(exc).__name__)
             raise SignInError("The ID token does not match this sign-in.", reason="id_token") from None
@@ -821,3 +829,8 @@ def _new_cache() -> Any:
 def _first_line(text: object) -> str:
     stripped = str(text).strip()
     return stripped.splitlines()[0][:300] if stripped else ""
+
+
+def _codes(result: Mapping[str, Any]) -> tuple[int, ...]:
+    codes = result.get("error_codes")
+    return tuple(c for c in codes if isinstance(c, int)) if isinstance(codes, list) else ()

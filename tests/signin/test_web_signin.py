@@ -10,7 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entra_mw import EntraError, SignInError, SignInRequired, TokenAcquisitionError, User
+from entra_mw import (
+    ClientSecret,
+    EntraAuth,
+    EntraConfig,
+    EntraError,
+    SignInError,
+    SignInRequired,
+    TokenAcquisitionError,
+    User,
+    WebSignIn,
+)
 from entra_mw._signin import (
     ANONYMOUS,
     MemorySessionStore,
@@ -361,3 +371,22 @@ def test_a_flood_of_logins_never_signs_anyone_out(fake_entra: FakeEntra, fake_cl
         site.signin.start(redirect_uri=REDIRECT)
     assert site.signin.user(done.session_id) and len(store) == 6
     site.auth.close()
+
+
+def test_a_refused_credential_falls_back_to_the_next_one(fake_entra: FakeEntra, fake_clock: FakeClock) -> None:
+    # As for the other grants (several credentials are tried in order): a secret Entra refuses does not end the
+    # sign-in when another credential is configured; the same code is redeemed with the next one.
+    s = fake_entra.quickstart()
+    web = fake_entra.add_app(s.tenant, display_name="weather-web-2", redirect_uris=[REDIRECT])
+    good = fake_entra.add_secret(web)
+    config = EntraConfig(
+        tenant_id=s.tenant.tenant_id,
+        client_id=web.app_id,
+        credentials=[ClientSecret("not-the-secret"), ClientSecret(good)],
+    )
+    with EntraAuth(config, transport=fake_entra.transport, clock=fake_clock) as auth:
+        signin = WebSignIn(auth, scopes=[f"{s.api.identifier_uris[0]}/Weather.Read"])
+        start = signin.start(redirect_uri=REDIRECT)
+        answer = fake_entra.sign_in(start.url, username=s.user.upn, password=s.user_password, consent=True)
+        done = signin.finish(start.pending_id, answer)
+        assert done.user.oid == s.user.object_id

@@ -39,7 +39,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, get_args
 
 from .._clock import Clock, SystemClock, uniform
@@ -537,6 +537,15 @@ class Acquirer:
         and ``token_cache``, the signed-in user's own cache (``None``: a throwaway one)."""
         cred = self._chain.current()
         return self._new_app(self.config.client_id, self.config.tenant_id, cred.value, token_cache=token_cache)
+
+    def web_credential_refused(self, error: str | None, codes: Sequence[int]) -> bool:
+        """After Entra refused the web app's credential on a web sign-in request: move to the next configured
+        credential, as the other grants do (spec §2.2). True when there is one to try."""
+        from ._credentials import is_invalid_credential_error
+
+        if not is_invalid_credential_error(error, codes):
+            return False
+        return self._chain.advance(self._chain.current()) is not None
 
     def _new_app(
         self, client_id: str, tenant: str, credential: str | Mapping[str, Any], *, token_cache: Any = None
