@@ -158,7 +158,7 @@ class TokenValidator:
     def validate(self, token: str) -> Principal:
         """Verify ``token`` and return its claims; raise ``InvalidToken`` (401) or ``ProviderUnavailable``
         (503)."""
-        cached = self._cached(token)
+        cached = self.cached(token)
         if cached is not None:
             return cached
         parsed = self._parse(token)
@@ -174,7 +174,7 @@ class TokenValidator:
 
     async def avalidate(self, token: str) -> Principal:
         """Async twin of :meth:`validate`: key fetches run on the event loop without blocking it."""
-        cached = self._cached(token)
+        cached = self.cached(token)
         if cached is not None:
             return cached
         parsed = self._parse(token)
@@ -205,7 +205,7 @@ class TokenValidator:
             self._log_rejection(exc, None)
             raise
 
-    def _cached(self, token: object) -> Principal | None:
+    def cached(self, token: object) -> Principal | None:
         """The validated-token cache: the principal while the entry is in its window and its key set current."""
         if token.__class__ is not str:
             return None

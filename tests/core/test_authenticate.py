@@ -15,6 +15,7 @@ from entra_mw import (
     InvalidRequest,
     InvalidToken,
     MissingToken,
+    Principal,
     ProviderUnavailable,
     Requirement,
 )
@@ -166,3 +167,40 @@ def test_settings_build_engines(fake_entra: FakeEntra, fake_clock: FakeClock, mo
             auth_from_settings(setting, factory_path)
     with pytest.raises(ConfigurationError, match="not an EntraAuth"):
         auth_from_settings(mapping, lambda config: object())
+
+
+def test_a_cached_token_gets_the_same_verdicts(auth: EntraAuth, fake_entra: FakeEntra, fake_clock: FakeClock) -> None:
+    # Once a token is in the validated-token cache, authenticate skips the bearer parse; every rule still holds.
+    token = _user_token(fake_entra)
+    assert auth.authenticate(f"Bearer {token}").token == token  # now cached
+    with pytest.raises(InvalidRequest):
+        auth.authenticate(f"Bearer {token}", query=f"access_token={token}")
+    with pytest.raises(InvalidRequest):
+        auth.authenticate([f"Bearer {token}", f"Bearer {token}"])
+    with pytest.raises(InvalidRequest):
+        auth.authenticate(f"Bearer {token}, Bearer {token}")
+    with pytest.raises(InsufficientScope):
+        auth.authenticate(f"Bearer {token}".encode(), requirement=Requirement(scopes=["Weather.Write"]))
+    assert auth.authenticate(f"bearer  {token}".encode()).token == token  # RFC 6750 allows 1*SP
+    fake_clock.advance(24 * 3600)
+    with pytest.raises(InvalidToken):
+        auth.authenticate(f"Bearer {token}")  # the cache never outlives the token
+
+
+def test_a_subclass_that_overrides_validation_is_always_asked(fake_entra: FakeEntra, fake_clock: FakeClock) -> None:
+    s = fake_entra.quickstart()
+    calls: list[str] = []
+
+    class Counting(EntraAuth):
+        def validate(self, token: str) -> Principal:
+            calls.append(token)
+            return super().validate(token)
+
+    from entra_mw import EntraConfig
+
+    config = EntraConfig(tenant_id=s.tenant.tenant_id, client_id=s.api.app_id)
+    with Counting(config, transport=fake_entra.transport, clock=fake_clock) as auth:
+        token = _user_token(fake_entra)
+        auth.authenticate(f"Bearer {token}")
+        auth.authenticate(f"Bearer {token}")
+    assert len(calls) == 2
