@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -21,16 +20,12 @@ from ._signin import SignInError
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     from ._config import EntraConfig
 
 __all__ = ["RedisSessionStore"]
 
 logger = logging.getLogger("entra_mw.signin")
 
-_SEALED: Final = b"\x01"
-_NONCE_BYTES: Final = 12
 _MAX_VALUE_BYTES: Final = 1024 * 1024
 
 
@@ -60,17 +55,17 @@ class RedisSessionStore:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigurationError("redis_url must be a redis://, rediss:// or unix:// URL", key="redis_url")
-        from ._acquisition._redis import _aead
+        from ._acquisition._redis import Sealer
 
         self._url = url
         self._where = f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.scheme != "unix" else "unix"
         self._prefix = prefix
-        self._aead: AESGCM | None = _aead(encryption_key) if encryption_key else None
+        self._sealer = Sealer(encryption_key)
         self._timeout = socket_timeout
         self._lock = threading.Lock()
         self._client: Any = None
         self._outage = False
-        if self._aead is None:
+        if not self._sealer.encrypted:
             logger.warning("sign-in sessions in Redis at %s are not encrypted: set cache_encryption_key", self._where)
 
     @classmethod
@@ -86,11 +81,11 @@ class RedisSessionStore:
         )
 
     def __repr__(self) -> str:
-        return f"RedisSessionStore({self._where!r}, prefix={self._prefix!r}, encrypted={self._aead is not None})"
+        return f"RedisSessionStore({self._where!r}, prefix={self._prefix!r}, encrypted={self.encrypted})"
 
     @property
     def encrypted(self) -> bool:
-        return self._aead is not None
+        return self._sealer.encrypted
 
     # -- SessionStore ----------------------------------------------------------------------------------------
 
@@ -160,25 +155,10 @@ class RedisSessionStore:
         return client
 
     def _seal(self, rkey: str, value: bytes) -> bytes:
-        if self._aead is None:
-            return value
-        nonce = os.urandom(_NONCE_BYTES)
-        return _SEALED + nonce + self._aead.encrypt(nonce, value, rkey.encode())
+        return self._sealer.seal(rkey, value)
 
     def _open(self, rkey: str, raw: object) -> bytes | None:
-        if not isinstance(raw, bytes) or len(raw) > _MAX_VALUE_BYTES:
-            return None
-        if self._aead is None:
-            return raw
-        from cryptography.exceptions import InvalidTag
-
-        # With a key, only sealed values are accepted: a plain value could have been planted.
-        if not raw.startswith(_SEALED) or len(raw) < 1 + _NONCE_BYTES + 16:
-            return None
-        try:
-            return self._aead.decrypt(raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :], rkey.encode())
-        except InvalidTag:
-            return None
+        return self._sealer.open(rkey, raw, limit=_MAX_VALUE_BYTES)
 
     def _failed(self, exc: BaseException) -> None:
         with self._lock:

@@ -37,7 +37,7 @@ from ._types import AccessToken
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisStore", "Sealer"]
 
 logger = logging.getLogger("entra_mw.acquisition.redis")
 
@@ -84,8 +84,8 @@ class RedisStore:
         # Logged instead of the URL, which may carry a password.
         self._where = f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.scheme != "unix" else "unix"
         self._prefix = prefix
-        self._aead: AESGCM | None = _aead(encryption_key) if encryption_key else None
-        if self._aead is None:
+        self._sealer = Sealer(encryption_key)
+        if not self._sealer.encrypted:
             logger.warning(
                 "token cache: Redis at %s without cache_encryption_key: tokens are stored in plaintext, readable "
                 "by anyone who can read Redis; set cache_encryption_key",
@@ -102,11 +102,11 @@ class RedisStore:
         self._outage = False  # a warning has been logged for the current outage
 
     def __repr__(self) -> str:
-        return f"RedisStore({self._where!r}, prefix={self._prefix!r}, encrypted={self._aead is not None})"
+        return f"RedisStore({self._where!r}, prefix={self._prefix!r}, encrypted={self.encrypted})"
 
     @property
     def encrypted(self) -> bool:
-        return self._aead is not None
+        return self._sealer.encrypted
 
     def redis_key(self, cache_key: str) -> str:
         """The Redis key holding the entry for ``cache_key`` (a canonical :meth:`TokenRequest.cache_key`)."""
@@ -287,24 +287,12 @@ class RedisStore:
             },
             separators=(",", ":"),
         ).encode()
-        if self._aead is None:
-            return body
-        nonce = os.urandom(_NONCE_BYTES)
-        return _SEALED + nonce + self._aead.encrypt(nonce, body, rkey.encode())
+        return self._sealer.seal(rkey, body)
 
     def _decode(self, rkey: str, raw: Any) -> AccessToken | None:
-        if not isinstance(raw, bytes) or len(raw) > _MAX_VALUE_BYTES:
+        raw = self._sealer.open(rkey, raw, limit=_MAX_VALUE_BYTES)
+        if raw is None:
             return None
-        if self._aead is not None:
-            from cryptography.exceptions import InvalidTag
-
-            # A store with a key accepts only sealed values: a plain value could have been planted.
-            if not raw.startswith(_SEALED) or len(raw) < 1 + _NONCE_BYTES + 16:
-                return None
-            try:
-                raw = self._aead.decrypt(raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :], rkey.encode())
-            except InvalidTag:
-                return None
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):
@@ -352,6 +340,50 @@ def _is_time(value: object) -> bool:
 
 def _ttl(seconds: float) -> int:
     return max(1, math.ceil(seconds))
+
+
+class Sealer:
+    """Values sealed with AES-256-GCM under a key derived from the configured secret and bound to the Redis key
+    they are stored under (the associated data), so a value copied to another key does not open; without a
+    secret, values pass through. Shared by the token cache's and the sign-in sessions' Redis stores.
+
+    ::
+
+        sealer = Sealer(os.environ["ENTRA_MW_CACHE_ENCRYPTION_KEY"])
+        stored = sealer.seal("entra_mw:at:…", body)
+        assert sealer.open("entra_mw:at:…", stored, limit=64 * 1024) == body
+    """
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, secret: str | None) -> None:
+        self._aead: AESGCM | None = _aead(secret) if secret else None
+
+    @property
+    def encrypted(self) -> bool:
+        return self._aead is not None
+
+    def seal(self, rkey: str, value: bytes) -> bytes:
+        if self._aead is None:
+            return value
+        nonce = os.urandom(_NONCE_BYTES)
+        return _SEALED + nonce + self._aead.encrypt(nonce, value, rkey.encode())
+
+    def open(self, rkey: str, raw: object, *, limit: int) -> bytes | None:
+        """The value stored at ``rkey``, or ``None`` when it is not bytes, is over ``limit`` or does not open."""
+        if not isinstance(raw, bytes) or len(raw) > limit:
+            return None
+        if self._aead is None:
+            return raw
+        from cryptography.exceptions import InvalidTag
+
+        # With a key, only sealed values are accepted: a plain value could have been planted.
+        if not raw.startswith(_SEALED) or len(raw) < 1 + _NONCE_BYTES + 16:
+            return None
+        try:
+            return self._aead.decrypt(raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :], rkey.encode())
+        except InvalidTag:
+            return None
 
 
 def _aead(secret: str) -> AESGCM:
