@@ -135,16 +135,11 @@ class EntraAuth:
                 return Response(exc.body(), status=exc.status_code, headers=exc.headers())
         """
         try:
-            hit = self._hit(authorization, query)
-            if hit is not None:
-                token, principal = hit
-            else:
-                try:
-                    token = token_from(authorization, query)
-                except MissingToken:
-                    if not required:
-                        return AuthContext(self, None, None)
-                    raise
+            found = self._bearer(authorization, query, required)
+            if found is None:
+                return AuthContext(self, None, None)
+            token, principal = found
+            if principal is None:
                 principal = self.validate(token)
             if requirement is not None:
                 requirement.check(principal)
@@ -165,16 +160,11 @@ class EntraAuth:
     ) -> AuthContext:
         """Async twin of :meth:`authenticate`; key fetches do not block the event loop."""
         try:
-            hit = self._hit(authorization, query)
-            if hit is not None:
-                token, principal = hit
-            else:
-                try:
-                    token = token_from(authorization, query)
-                except MissingToken:
-                    if not required:
-                        return AuthContext(self, None, None)
-                    raise
+            found = self._bearer(authorization, query, required)
+            if found is None:
+                return AuthContext(self, None, None)
+            token, principal = found
+            if principal is None:
                 principal = await self.avalidate(token)
             if requirement is not None:
                 requirement.check(principal)
@@ -183,6 +173,22 @@ class EntraAuth:
                 raise
             raise challenge.apply(exc) from None
         return AuthContext(self, principal, token)
+
+    def _bearer(
+        self, authorization: Authorization, query: str | bytes | None, required: bool
+    ) -> tuple[str, Principal | None] | None:
+        """What both twins of :meth:`authenticate` start from: ``None`` for an anonymous request that may go on,
+        else the token and, when the validated-token cache already holds it, its principal. Raises what the
+        bearer parse raises (``MissingToken`` when a token is required, ``InvalidRequest``)."""
+        hit = self._hit(authorization, query)
+        if hit is not None:
+            return hit
+        try:
+            return token_from(authorization, query), None
+        except MissingToken:
+            if not required:
+                return None
+            raise
 
     def _hit(self, authorization: Authorization, query: str | bytes | None) -> tuple[str, Principal] | None:
         """The token and its principal when the request's one ``Authorization`` value is ``Bearer <t>`` with
