@@ -10,11 +10,9 @@ once per outage; storing one (the end of a sign-in) is a 503 :class:`~entra_mw.S
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
 
 from ._signin import SignInError
 from .errors import ConfigurationError
@@ -50,15 +48,10 @@ class RedisSessionStore:
         encryption_key: str | None = None,
         socket_timeout: float = 0.5,
     ) -> None:
-        if importlib.util.find_spec("redis") is None:
-            raise ConfigurationError("RedisSessionStore needs redis-py: install entra-mw[redis]", key="redis_url")
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError("redis_url must be a redis://, rediss:// or unix:// URL", key="redis_url")
-        from ._acquisition._redis import Sealer
+        from ._acquisition._redis import Sealer, redis_location
 
         self._url = url
-        self._where = f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.scheme != "unix" else "unix"
+        self._where = redis_location(url, what="RedisSessionStore")
         self._prefix = prefix
         self._sealer = Sealer(encryption_key)
         self._timeout = socket_timeout

@@ -37,7 +37,7 @@ from ._types import AccessToken
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["RedisStore", "Sealer"]
+__all__ = ["RedisStore", "Sealer", "redis_location"]
 
 logger = logging.getLogger("entra_mw.acquisition.redis")
 
@@ -75,14 +75,8 @@ class RedisStore:
         socket_timeout: float = 0.5,
         retry_interval: float = 5.0,
     ) -> None:
-        if importlib.util.find_spec("redis") is None:
-            raise ConfigurationError("redis_url needs redis-py: install entra-mw[redis]", key="redis_url")
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError("redis_url must be a redis://, rediss:// or unix:// URL", key="redis_url")
         self._url = url
-        # Logged instead of the URL, which may carry a password.
-        self._where = f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.scheme != "unix" else "unix"
+        self._where = redis_location(url, what="redis_url")
         self._prefix = prefix
         self._sealer = Sealer(encryption_key)
         if not self._sealer.encrypted:
@@ -340,6 +334,17 @@ def _is_time(value: object) -> bool:
 
 def _ttl(seconds: float) -> int:
     return max(1, math.ceil(seconds))
+
+
+def redis_location(url: str, *, what: str) -> str:
+    """``host:port`` (or ``unix``) of a Redis URL, to log instead of the URL, which may carry a password; a
+    ``ConfigurationError`` when redis-py is missing or the URL is not ``redis://``, ``rediss://`` or ``unix://``."""
+    if importlib.util.find_spec("redis") is None:
+        raise ConfigurationError(f"{what} needs redis-py: install entra-mw[redis]", key="redis_url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError("redis_url must be a redis://, rediss:// or unix:// URL", key="redis_url")
+    return f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.scheme != "unix" else "unix"
 
 
 class Sealer:
