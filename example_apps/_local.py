@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 from entra_mw import DownstreamApi, EntraAuth, EntraConfig, EntraError
 from entra_mw.credentials import ClientSecret
@@ -196,6 +196,33 @@ class LocalTenant:
             f"curl -s {base_url}stations -H 'Authorization: Bearer {app}'",
             f"curl -si {base_url}forecast",
         ]
+
+
+class UvicornServer:
+    """An ASGI app under uvicorn on 127.0.0.1, in a background thread (uvicorn is imported here, so the WSGI
+    examples do not need it). ``log_config=None`` leaves logging to the app (Django configures its own)."""
+
+    def __init__(
+        self, app: Any, port: int, *, lifespan: Literal["on", "off"] = "on", log_level: str = "warning", **config: Any
+    ) -> None:
+        import uvicorn
+
+        options = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_level=log_level, **config)
+        self.server = uvicorn.Server(options)
+        self.thread = threading.Thread(target=self.server.run, name="weather-api", daemon=True)
+
+    def start(self) -> int:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise SystemExit("uvicorn did not start (is the port free?)")
+            self.thread.join(0.02)
+        port: int = self.server.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
 class Server(Protocol):

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from .._local import PROVIDER_SCOPE, LocalTenant, local_tenant, run_example
+from .._local import UvicornServer as _UvicornServer
 
 SETTINGS_MODULE = "example_apps.django_weather.settings"
 
@@ -30,29 +31,12 @@ def sidecar_environment(tenant: LocalTenant) -> dict[str, str]:
     }
 
 
-class UvicornServer:
+class UvicornServer(_UvicornServer):
     """Django's ASGI application under uvicorn on 127.0.0.1, in a background thread."""
 
     def __init__(self, app: Any, port: int) -> None:
-        import uvicorn
-
         # Django has no lifespan support; log_config=None leaves logging to Django's settings.
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, log_level="info")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="weather-api", daemon=True)
-
-    def start(self) -> int:
-        self.thread.start()
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise SystemExit("uvicorn did not start (is the port free?)")
-            self.thread.join(0.02)
-        port: int = self.server.servers[0].sockets[0].getsockname()[1]
-        return port
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(app, port, lifespan="off", log_level="info", log_config=None)
 
 
 class WSGIServer:

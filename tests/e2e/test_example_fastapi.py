@@ -13,7 +13,7 @@ from . import _weather
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from example_apps.fastapi_weather.__main__ import UvicornServer
+from example_apps._local import UvicornServer
 from example_apps.fastapi_weather.app import create_app
 
 pytestmark = [pytest.mark.loopback, pytest.mark.timeout(120)]
